@@ -1,0 +1,102 @@
+"""Queue API-format workflows on a ComfyUI server and collect what they wrote (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class PromptRejectedError(RuntimeError):
+    """The server refused the graph before running it (HTTP 400 with node errors)."""
+
+    def __init__(self, body: dict) -> None:
+        self.body = body
+        error = body.get("error", {})
+        details = [f"{node}: {e.get('message', '')} {e.get('details', '')}".strip()
+                   for node, info in body.get("node_errors", {}).items() for e in info.get("errors", [])]
+        super().__init__("; ".join([error.get("message", "prompt rejected")] + details))
+
+
+@dataclass
+class PromptResult:
+    prompt_id: str
+    status: str  # "success" or "error"
+    outputs: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def error(self) -> dict | None:
+        """The host's execution_error payload (node_type, exception_type, exception_message, ...)."""
+        for kind, data in self.messages:
+            if kind == "execution_error":
+                return data
+        return None
+
+    def images(self) -> list[dict]:
+        return [image for output in self.outputs.values() for image in output.get("images", [])]
+
+
+def _request(url: str, data: dict | None = None, timeout: float = 30.0) -> dict:
+    body = None if data is None else json.dumps(data).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def get_json(server: str, path: str) -> dict:
+    return _request(server.rstrip("/") + path)
+
+
+def queue(server: str, graph: dict, client_id: str | None = None) -> str:
+    try:
+        answer = _request(server.rstrip("/") + "/prompt", {"prompt": graph, "client_id": client_id or uuid.uuid4().hex})
+    except urllib.error.HTTPError as err:
+        if err.code == 400:
+            raise PromptRejectedError(json.loads(err.read() or b"{}")) from err
+        raise
+    return answer["prompt_id"]
+
+
+def wait(server: str, prompt_id: str, timeout: float = 600.0, poll: float = 0.25, on_wait=None) -> PromptResult:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = get_json(server, f"/history/{prompt_id}")
+        if prompt_id in history:
+            entry = history[prompt_id]
+            status = entry.get("status", {})
+            return PromptResult(prompt_id, status.get("status_str", "unknown"), entry.get("outputs", {}),
+                                status.get("messages", []))
+        if on_wait is not None:
+            on_wait()
+        time.sleep(poll)
+    raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f}s")
+
+
+def run(server: str, graph: dict, timeout: float = 600.0, on_wait=None) -> PromptResult:
+    return wait(server, queue(server, graph), timeout, on_wait=on_wait)
+
+
+def load_api_workflow(path: str | Path) -> dict:
+    """An API-format graph ({node id: {class_type, inputs}}); UI-format files get a pointed error."""
+    graph = json.loads(Path(path).read_text())
+    if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
+        raise ValueError(f"{path} is a UI-format workflow (for the graph editor). Queue its API-format copy "
+                         "(the pack ships them in workflows/api/), or export one with 'Export (API)'.")
+    if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        raise ValueError(f"{path} is not an API-format ComfyUI workflow.")
+    return graph
+
+
+def output_paths(result: PromptResult, output_dir: Path) -> list[Path]:
+    """Where the images of a finished prompt lie on the server's disk (type 'output' only)."""
+    return [output_dir / image.get("subfolder", "") / image["filename"]
+            for image in result.images() if image.get("type") == "output"]

@@ -1,0 +1,61 @@
+"""Alpha helpers on [B,C,H,W] tensors in [0,1]: colour fill under transparency, compositing, previews."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+PYRAMID_FACTOR = 1.2  # each pyramid level is this much smaller: gentle steps give a smooth fill
+
+
+def premultiply(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return rgb * alpha
+
+
+def fill_transparent_rgb(rgb: torch.Tensor, alpha: torch.Tensor, factor: float = PYRAMID_FACTOR) -> torch.Tensor:
+    """Replace the colour of invisible pixels by colour bled outward from the visible ones.
+
+    Builds an alpha-weighted pyramid of premultiplied colour, takes the alpha-weighted mean colour
+    at the top, then walks down compositing each level's premultiplied colour over the upsampled
+    estimate. Visible pixels (alpha 1) keep their colour exactly; transparent ones get the colour
+    of the nearest visible region, smoothly. This is the RGB the normal VAE is meant to see.
+    """
+    if factor <= 1.0:
+        raise ValueError(f"pyramid factor must be > 1, got {factor}")
+    colour, weight = premultiply(rgb, alpha), alpha
+    levels = [(colour, weight)]
+    while min(weight.shape[-2:]) > 1:
+        size = [max(1, int(s / factor)) for s in weight.shape[-2:]]
+        colour = F.interpolate(colour, size=size, mode="area")
+        weight = F.interpolate(weight, size=size, mode="area")
+        levels.append((colour, weight))
+
+    total = alpha.sum(dim=(2, 3), keepdim=True)
+    mean_colour = premultiply(rgb, alpha).sum(dim=(2, 3), keepdim=True) / total.clamp_min(1e-8)
+    # A fully transparent image has no colour to bleed: use neutral grey.
+    fill = torch.where(total > 0, mean_colour, torch.full_like(mean_colour, 0.5))
+    for colour, weight in reversed(levels):
+        fill = F.interpolate(fill, size=colour.shape[-2:], mode="bilinear", align_corners=False)
+        fill = colour + fill * (1.0 - weight)
+    return fill.clamp(0.0, 1.0)
+
+
+def composite_on_grey(rgb: torch.Tensor, alpha: torch.Tensor, grey: float = 0.5) -> torch.Tensor:
+    """Straight RGB over a flat grey: rgb' = grey + (rgb - grey) * alpha."""
+    return grey + (rgb - grey) * alpha
+
+
+def checkerboard(height: int, width: int, square: int = 16, light: float = 0.8, dark: float = 0.6,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """A [1,1,H,W] checkerboard, the usual way editors show transparency."""
+    ys = torch.arange(height, device=device) // square
+    xs = torch.arange(width, device=device) // square
+    odd = (ys[:, None] + xs[None, :]) % 2 == 1
+    board = torch.where(odd, torch.tensor(dark, device=device), torch.tensor(light, device=device))
+    return board[None, None]
+
+
+def preview_on_checkerboard(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Straight RGB + alpha composited over a checkerboard, [B,3,H,W]."""
+    board = checkerboard(rgb.shape[-2], rgb.shape[-1], device=rgb.device).to(rgb.dtype)
+    return rgb * alpha + board * (1.0 - alpha)

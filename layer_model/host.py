@@ -1,0 +1,156 @@
+"""The one module of `layer_model` that touches ComfyUI: model folders, model management, VAE access.
+
+Everything else in the package is plain torch and can be read and tested without the host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.supported_models
+import comfy.utils
+import folder_paths
+import torch
+
+from . import weights
+from .transparent_vae import TransparencyEncoder, TransparentDecoder
+
+BASE_CHOICES = (weights.SDXL, weights.SD15)
+AUTO = "auto"
+
+
+def register_model_folder() -> None:
+    """Make `models/layer_model` a host model folder; `extra_model_paths.yaml` may add more."""
+    default = os.path.join(folder_paths.models_dir, weights.FOLDER_NAME)
+    folder_paths.add_model_folder_path(weights.FOLDER_NAME, default, is_default=True)
+    paths, extensions = folder_paths.folder_names_and_paths[weights.FOLDER_NAME]
+    # The yaml loader may have created the entry first with no extensions; the host then lists nothing.
+    folder_paths.folder_names_and_paths[weights.FOLDER_NAME] = (paths, set(extensions) | {".safetensors"})
+
+
+def layer_model_folders() -> list[str]:
+    return folder_paths.get_folder_paths(weights.FOLDER_NAME)
+
+
+def base_from_model(model) -> str:
+    """SDXL or SD1.5, read from the MODEL's own latent space; other families are refused clearly."""
+    latent_format = model.model.latent_format
+    if type(latent_format) is comfy.latent_formats.SDXL:
+        return weights.SDXL
+    if type(latent_format) is comfy.latent_formats.SD15:
+        return weights.SD15
+    raise ValueError(
+        f"The connected MODEL ({type(model.model.model_config).__name__}) is neither SD1.5 nor SDXL; "
+        "LayerDiffusion only has weights for those two. Load an SD1.5 or SDXL checkpoint."
+    )
+
+
+def resolve_base(sd_version: str, model=None) -> str:
+    if sd_version != AUTO:
+        if sd_version not in BASE_CHOICES:
+            raise ValueError(f"sd_version must be one of {(AUTO,) + BASE_CHOICES}, got {sd_version!r}")
+        return sd_version
+    if model is None:
+        raise ValueError("sd_version is 'auto' but no MODEL is connected: connect the MODEL input, "
+                         "or choose SDXL or SD1.5.")
+    return base_from_model(model)
+
+
+def _download_progress() -> Callable[[int, int | None], None]:
+    """A host progress bar that appears once the download size is known."""
+    bar: list[comfy.utils.ProgressBar] = []
+
+    def update(done: int, total: int | None) -> None:
+        if total:
+            if not bar:
+                bar.append(comfy.utils.ProgressBar(total))
+            bar[0].update_absolute(done, total)
+    return update
+
+
+_loaded: dict[tuple, comfy.model_patcher.ModelPatcher] = {}
+
+_KINDS = {"decoder": TransparentDecoder, "encoder": TransparencyEncoder}
+
+
+def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
+    """The transparent decoder or encoder for `base`, wrapped for host model management.
+
+    Downloads the file if it is missing. The host moves the module between devices (call
+    `mm.load_models_gpu([patcher])` before use); it runs in fp16 where the device supports it.
+    """
+    weight = weights.file_for(base, kind)
+    path = weights.ensure(weight, layer_model_folders(), _download_progress())
+    stat = os.stat(path)
+    load_device = mm.get_torch_device()
+    dtype = torch.float16 if mm.should_use_fp16(load_device) else torch.float32
+    key = (path, stat.st_mtime_ns, stat.st_size, dtype)
+    if key not in _loaded:
+        for old in [k for k in _loaded if k[0] == path]:
+            del _loaded[old]
+        module = _build(kind, weight, path).to(dtype)
+        if kind == "decoder":
+            module = module.to(memory_format=torch.channels_last)
+        _loaded[key] = comfy.model_patcher.ModelPatcher(
+            module, load_device=load_device, offload_device=mm.vae_offload_device()
+        )
+    return _loaded[key]
+
+
+def _build(kind: str, weight: weights.WeightFile, path: str) -> torch.nn.Module:
+    state = weights.load_state_dict(path)
+    module = _KINDS[kind]()
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise weights.WeightFileError(
+            f"{path} does not hold a LayerDiffusion transparent {kind} ({len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected, {len(wrong_shape)} of the wrong shape; e.g. "
+            f"{(missing + unexpected + wrong_shape)[:3]}). Expected the published {weight.name} "
+            f"({weight.description}); replace the file with that one."
+        )
+    module.load_state_dict(state, strict=True)
+    return module.eval().requires_grad_(False)
+
+
+def prepare(patcher: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
+    """Load the wrapped module onto the compute device through the host and return it."""
+    mm.load_models_gpu([patcher], force_full_load=True)
+    return patcher.model
+
+
+def check_vae(vae) -> None:
+    autoencoder = getattr(vae, "first_stage_model", None)
+    if not hasattr(autoencoder, "encoder") or getattr(vae, "latent_channels", None) != 4:
+        raise ValueError("Transparent encoding needs the SD1.5 or SDXL VAE (4 latent channels); "
+                         f"the connected VAE is a {type(autoencoder).__name__}.")
+
+
+def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the host VAE's latent posterior for [B,H,W,3] pixels in [0,1].
+
+    The host's `VAE.encode` returns only the mean; the transparency offset is measured in
+    posterior std units, so both moments are read from the same pass here.
+    """
+    check_vae(vae)
+    autoencoder = vae.first_stage_model
+    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(pixels.movedim(-1, 1).shape,
+                                                                                vae.vae_dtype))
+    means, stds = [], []
+    with torch.inference_mode():
+        for start in range(0, pixels.shape[0], sub_batch_size):
+            x = vae.process_input(pixels[start:start + sub_batch_size].movedim(-1, 1))
+            moments = autoencoder.encoder(x.to(vae.device, vae.vae_dtype))
+            quant = getattr(autoencoder, "quant_conv", None)
+            if quant is not None:
+                moments = quant(moments)
+            mean, logvar = torch.chunk(moments.float(), 2, dim=1)
+            means.append(mean.to(mm.intermediate_device()))
+            stds.append(torch.exp(0.5 * logvar.clamp(-30.0, 20.0)).to(mm.intermediate_device()))
+    return torch.cat(means), torch.cat(stds)

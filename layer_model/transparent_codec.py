@@ -1,0 +1,180 @@
+"""RGBA decoding with test-time augmentation, and the transparency offset for encoding.
+
+Pure torch. Images here are [B,C,H,W] float in [0,1]; latents are the host's unscaled
+VAE latents [B,4,H/8,W/8].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .alpha import fill_transparent_rgb
+from .transparent_vae import TransparencyEncoder, TransparentDecoder
+
+LATENT_SCALE = 8  # pixels per latent cell of the SD1.5/SDXL VAE
+
+Variant = tuple[bool, int]  # (horizontal flip, quarter turns)
+
+# Variants per augmentation count. Subsets keep the image's orientation where they can, so that
+# all their passes share one shape and run as one batch.
+AUGMENTATIONS: dict[int, tuple[Variant, ...]] = {
+    1: ((False, 0),),
+    2: ((False, 0), (True, 0)),
+    4: ((False, 0), (True, 0), (False, 2), (True, 2)),
+    8: tuple((flip, k) for flip in (False, True) for k in range(4)),
+}
+
+Progress = Callable[[int], None]  # called with the number of decoder passes just finished
+
+
+def apply_variant(x: torch.Tensor, variant: Variant) -> torch.Tensor:
+    flip, turns = variant
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k=turns, dims=(-2, -1))
+
+
+def invert_variant(x: torch.Tensor, variant: Variant) -> torch.Tensor:
+    flip, turns = variant
+    x = torch.rot90(x, k=-turns, dims=(-2, -1))
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return x
+
+
+def check_latent_matches_image(rgb: torch.Tensor, latent: torch.Tensor) -> None:
+    """Raise a clear error unless the latent is the one the image was decoded from (size and batch)."""
+    (b, _, h, w), (lb, _, lh, lw) = rgb.shape, latent.shape
+    if (h, w) != (lh * LATENT_SCALE, lw * LATENT_SCALE):
+        raise ValueError(
+            f"The latent is {lw}x{lh} (an image of {lw * LATENT_SCALE}x{lh * LATENT_SCALE} px) but the image is "
+            f"{w}x{h} px. Connect the IMAGE that VAE Decode produced from this same LATENT, without resizing it."
+        )
+    if b != lb:
+        raise ValueError(
+            f"The latent batch has {lb} samples but the image batch has {b}. Connect the IMAGE decoded from this "
+            "same LATENT (both must hold the same samples in the same order)."
+        )
+
+
+def pad_to_multiple(rgb: torch.Tensor, latent: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad bottom/right by edge replication so the image sides are multiples of `multiple`."""
+    h, w = rgb.shape[-2:]
+    pad_h, pad_w = (math.ceil(s / multiple) * multiple - s for s in (h, w))
+    if pad_h == 0 and pad_w == 0:
+        return rgb, latent
+    rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate")
+    latent = F.pad(latent, (0, pad_w // LATENT_SCALE, 0, pad_h // LATENT_SCALE), mode="replicate")
+    return rgb, latent
+
+
+def _passes_by_shape(batch: int, variants: Sequence[Variant]) -> list[list[tuple[int, int]]]:
+    """(sample, variant index) pairs grouped so that each group's passes have one spatial shape."""
+    upright = [(b, v) for b in range(batch) for v, (_, k) in enumerate(variants) if k % 2 == 0]
+    turned = [(b, v) for b in range(batch) for v, (_, k) in enumerate(variants) if k % 2 == 1]
+    return [group for group in (upright, turned) if group]
+
+
+def _split_alpha_last(y: torch.Tensor) -> torch.Tensor:
+    """Decoder output is (alpha, r, g, b); the pack's convention is (r, g, b, alpha)."""
+    return torch.cat([y[:, 1:4], y[:, 0:1]], dim=1)
+
+
+@torch.inference_mode()
+def decode_rgba(
+    decoder: TransparentDecoder,
+    rgb: torch.Tensor,
+    latent: torch.Tensor,
+    augmentations: int = 8,
+    sub_batch_size: int = 8,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Straight RGBA [B,4,H,W] from the VAE-decoded RGB [B,3,H,W] and its latent [B,4,H/8,W/8].
+
+    Each of `augmentations` flip/rotation variants is decoded, clipped to [0,1], transformed back,
+    and the per-pixel median taken. Any size divisible by 8 works: the decoder sees the image padded
+    to a multiple of 64, and the result is cropped back. At most `sub_batch_size` passes run at once.
+    """
+    if augmentations not in AUGMENTATIONS:
+        raise ValueError(f"augmentations must be one of {sorted(AUGMENTATIONS)}, got {augmentations}")
+    if sub_batch_size < 1:
+        raise ValueError(f"sub_batch_size must be at least 1, got {sub_batch_size}")
+    check_latent_matches_image(rgb, latent)
+    variants = AUGMENTATIONS[augmentations]
+    param = next(decoder.parameters())
+    height, width = rgb.shape[-2:]
+    rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple)
+
+    results = torch.empty((len(variants),) + tuple(rgb.shape[:1]) + (4,) + tuple(rgb.shape[2:]), device=rgb.device)
+    for group in _passes_by_shape(rgb.shape[0], variants):
+        for start in range(0, len(group), sub_batch_size):
+            chunk = group[start:start + sub_batch_size]
+            feed_rgb = torch.stack([apply_variant(rgb[b], variants[v]) for b, v in chunk])
+            feed_latent = torch.stack([apply_variant(latent[b], variants[v]) for b, v in chunk])
+            out = decoder(
+                feed_rgb.to(param.device, param.dtype).contiguous(memory_format=torch.channels_last),
+                feed_latent.to(param.device, param.dtype),
+            )
+            out = out.float().clamp_(0.0, 1.0).to(rgb.device)
+            for (b, v), y in zip(chunk, out, strict=True):
+                results[v, b] = invert_variant(y, variants[v])
+            if progress is not None:
+                progress(len(chunk))
+    median = results[0] if len(variants) == 1 else torch.median(results, dim=0).values
+    return _split_alpha_last(median[..., :height, :width])
+
+
+@torch.inference_mode()
+def decode_rgba_reference(
+    decoder: TransparentDecoder, rgb: torch.Tensor, latent: torch.Tensor, augmentations: int = 8
+) -> torch.Tensor:
+    """The plain definition of `decode_rgba`: one variant of one image per pass, no batching.
+
+    Kept as the yardstick the fast path is tested and benchmarked against.
+    """
+    check_latent_matches_image(rgb, latent)
+    height, width = rgb.shape[-2:]
+    rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple)
+    param = next(decoder.parameters())
+    decoded = []
+    for b in range(rgb.shape[0]):
+        outs = []
+        for variant in AUGMENTATIONS[augmentations]:
+            feed_rgb, feed_latent = apply_variant(rgb[b:b + 1], variant), apply_variant(latent[b:b + 1], variant)
+            y = decoder(feed_rgb.to(param), feed_latent.to(param))
+            outs.append(invert_variant(y.float().clamp(0.0, 1.0), variant).cpu())
+        decoded.append(torch.median(torch.stack(outs), dim=0).values)
+    return _split_alpha_last(torch.cat(decoded)[..., :height, :width])
+
+
+def encoder_inputs(rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RGB for the normal VAE, input for the transparency encoder) from straight RGB and alpha.
+
+    The normal VAE sees the colour-filled RGB: invisible pixels carry the colour bled from
+    visible ones, as the method trains it. The encoder sees alpha stacked on that RGB.
+    """
+    filled = fill_transparent_rgb(rgb, alpha)
+    return filled, torch.cat([alpha, filled], dim=1)
+
+
+@torch.inference_mode()
+def encode_offset(encoder: TransparencyEncoder, encoder_input: torch.Tensor, sub_batch_size: int = 8) -> torch.Tensor:
+    """Latent transparency offset [B,4,H/8,W/8]; H and W must be multiples of 8."""
+    h, w = encoder_input.shape[-2:]
+    if h % LATENT_SCALE or w % LATENT_SCALE:
+        raise ValueError(f"image sides must be multiples of {LATENT_SCALE} px to encode, got {w}x{h}")
+    param = next(encoder.parameters())
+    chunks = [
+        encoder(encoder_input[i:i + sub_batch_size].to(param.device, param.dtype)).float().to(encoder_input.device)
+        for i in range(0, encoder_input.shape[0], sub_batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def offset_latent(mean: torch.Tensor, std: torch.Tensor, offset: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """The transparent latent: the VAE posterior's mean moved by `scale * offset` posterior std units."""
+    return mean + std * offset * scale

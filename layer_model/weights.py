@@ -1,0 +1,216 @@
+"""The one registry of published LayerDiffusion weight files: find them, download them, verify them.
+
+Every node asks here. Files live in the host's `layer_model` model folder(s); a missing file is
+downloaded from a pinned revision into a temporary file, checked against its SHA-256 and only then
+renamed into place, so no partial or unverified file is ever left where a loader would pick it up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import safetensors.torch
+import torch
+
+REPOSITORY = "LayerDiffusion/layerdiffusion-v1"
+REVISION = "e337e9d7a0f2a6fee6c3580374327380f88d065b"
+DEFAULT_BASE_URL = f"https://huggingface.co/{REPOSITORY}/resolve/{REVISION}"
+BASE_URL_ENV = "LAYER_SKETCH_WEIGHTS_URL"  # a mirror (or a test server) serving the same file names
+OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetch by hand
+FOLDER_NAME = "layer_model"
+
+SDXL, SD15 = "SDXL", "SD1.5"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str
+    base: str  # SDXL or SD1.5
+    kind: str  # decoder, encoder, unet_lora, unet_diff, attention_sharing
+    sha256: str | None  # None where no trusted hash is published: then the server's own hash is checked
+    description: str
+
+    @property
+    def url(self) -> str:
+        return f"{os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL).rstrip('/')}/{self.name}"
+
+
+REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
+    WeightFile("layer_xl_transparent_attn.safetensors", SDXL, "unet_lora",
+               "b7919c5b4837fb64f24c97a7abdf1a9c6e8d60de080a5dae089dde098266df95",
+               "SDXL transparent foreground, attention injection (rank-256 LoRA)"),
+    WeightFile("layer_xl_transparent_conv.safetensors", SDXL, "unet_diff",
+               "5ee958d80dcd515fa7ac915274c536fadd3db5d919adeb5ff45107b6169aacc7",
+               "SDXL transparent foreground, conv injection"),
+    WeightFile("layer_xl_fg2ble.safetensors", SDXL, "unet_diff",
+               "50a29851ad56308f14d6c9ed375be17df6921efeca240b31f567f6b8c76d1e70",
+               "SDXL foreground -> blended"),
+    WeightFile("layer_xl_bg2ble.safetensors", SDXL, "unet_diff",
+               "2901d1353cc4ca763c8bedc48453b36e88680605f417c7f7ec730a7c36845d7c",
+               "SDXL background -> blended"),
+    WeightFile("layer_xl_fgble2bg.safetensors", SDXL, "unet_diff",
+               "179a61fdcdb149af1897b2840f24ba09466ab6265b2c792b0e99df557f0439be",
+               "SDXL foreground + blended -> background"),
+    WeightFile("layer_xl_bgble2fg.safetensors", SDXL, "unet_diff",
+               "1688f0c17447f74662686fadd431f24d26a1ba8ffea322c6f56c8b5ed581b78d",
+               "SDXL background + blended -> foreground"),
+    WeightFile("vae_transparent_decoder.safetensors", SDXL, "decoder",
+               "59dc8feefe40d26b6cb7186aed7af70c60d94ac4f9db8ebe7f121a01ba27a2fc",
+               "SDXL transparent VAE decoder"),
+    WeightFile("vae_transparent_encoder.safetensors", SDXL, "encoder", None,
+               "SDXL latent transparency encoder"),
+    WeightFile("layer_sd15_vae_transparent_decoder.safetensors", SD15, "decoder",
+               "6df4712dfbb3783231b22f869a5da5cbfea782ebb05f782bd9e8744bfb0cdf03",
+               "SD1.5 transparent VAE decoder"),
+    WeightFile("layer_sd15_vae_transparent_encoder.safetensors", SD15, "encoder", None,
+               "SD1.5 latent transparency encoder"),
+    WeightFile("layer_sd15_transparent_attn.safetensors", SD15, "attention_sharing",
+               "cc9ee87452bf1ccdd419035bf9618f6bdcaac1a2d3e23694d62e5a9c721da295",
+               "SD1.5 transparent foreground (attention sharing, 1 frame)"),
+    WeightFile("layer_sd15_joint.safetensors", SD15, "attention_sharing",
+               "2cc81c33c1a786bdc376c6d1bfb43dbdffda2f610f7c6b4ebd776505a29712bd",
+               "SD1.5 joint foreground + background + blended (3 frames)"),
+    WeightFile("layer_sd15_fg2bg.safetensors", SD15, "attention_sharing",
+               "5bade856ec3e55d6ceb0e35bbc97cea7fa4953f7776c8032f2fe52ba740ed580",
+               "SD1.5 foreground -> background + blended (2 frames, control)"),
+    WeightFile("layer_sd15_bg2fg.safetensors", SD15, "attention_sharing",
+               "8367f976da1cc4275e513c7fb40f977ca312e79e720d7db7ae94978a9359fb62",
+               "SD1.5 background -> foreground + blended (2 frames, control)"),
+)}
+
+
+def file_for(base: str, kind: str) -> WeightFile:
+    """The single published file of `kind` for `base` (decoder and encoder have one each)."""
+    matches = [f for f in REGISTRY.values() if f.base == base and f.kind == kind]
+    if len(matches) != 1:
+        raise KeyError(f"no single {kind} file for {base}: {[f.name for f in matches]}")
+    return matches[0]
+
+
+class WeightFileError(RuntimeError):
+    """A weight file is missing, could not be fetched, or is not what it should be."""
+
+
+def sha256_of(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_local(weight: WeightFile, folders: Sequence[str]) -> str | None:
+    for folder in folders:
+        path = os.path.join(folder, weight.name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
+
+
+def _fetch_by_hand_hint(weight: WeightFile, folder: str) -> str:
+    return f"Download {weight.url} by hand and put it in {folder} (as {weight.name}), then run the graph again."
+
+
+def download(weight: WeightFile, folder: str, progress: Progress | None = None, timeout: float = 30.0) -> str:
+    """Fetch `weight` into `folder` through a temporary file; return the final path once verified."""
+    if os.environ.get(OFFLINE_ENV) == "1":
+        raise WeightFileError(
+            f"{weight.name} ({weight.description}) is not in {folder} and downloads are switched off "
+            f"({OFFLINE_ENV}=1). {_fetch_by_hand_hint(weight, folder)}"
+        )
+    os.makedirs(folder, exist_ok=True)
+    final_path = os.path.join(folder, weight.name)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{weight.name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            server_sha = _stream(weight, out, progress, timeout, folder)
+        _verify(weight, tmp_path, server_sha)
+        os.replace(tmp_path, final_path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    return final_path
+
+
+def _stream(weight: WeightFile, out, progress: Progress | None, timeout: float, folder: str) -> str | None:
+    """Copy the response body into `out`; return the SHA-256 the server states for it, if any."""
+    request = urllib.request.Request(weight.url, headers={"User-Agent": "comfyui-layer-sketch"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+            if total is not None and done != total:
+                raise WeightFileError(
+                    f"Download of {weight.name} stopped after {done} of {total} bytes; nothing was kept. "
+                    f"Run the graph again to retry, or: {_fetch_by_hand_hint(weight, folder)}"
+                )
+            return _server_sha256(response.headers)
+    except WeightFileError:
+        raise
+    except urllib.error.HTTPError as err:
+        raise WeightFileError(
+            f"Could not download {weight.name}: the server answered HTTP {err.code} for {weight.url}. "
+            f"{_fetch_by_hand_hint(weight, folder)}"
+        ) from err
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        reason = getattr(err, "reason", err)
+        raise WeightFileError(
+            f"{weight.name} is not in {folder} and could not be downloaded from {weight.url} ({reason}). "
+            f"{_fetch_by_hand_hint(weight, folder)}"
+        ) from err
+
+
+def _server_sha256(headers) -> str | None:
+    """Hash servers state for large files (X-Linked-Etag, ETag), when it has the form of a SHA-256."""
+    for key in ("X-Linked-Etag", "ETag"):
+        value = (headers.get(key) or "").strip().strip('"').removeprefix("W/").strip('"')
+        if re.fullmatch(r"[0-9a-f]{64}", value):
+            return value
+    return None
+
+
+def _verify(weight: WeightFile, path: str, server_sha: str | None) -> None:
+    expected = weight.sha256 or server_sha
+    actual = sha256_of(path)
+    if expected is not None and actual != expected:
+        raise WeightFileError(
+            f"Downloaded {weight.name} has SHA-256 {actual}, expected {expected}: the file was deleted. "
+            "The download was corrupted or the server sent another file; run the graph again to retry."
+        )
+
+
+def ensure(weight: WeightFile, folders: Sequence[str], progress: Progress | None = None) -> str:
+    """Path of `weight` in the first folder that has it, downloading it into the first folder if none does."""
+    if not folders:
+        raise WeightFileError(f"No '{FOLDER_NAME}' model folder is configured to hold {weight.name}.")
+    return find_local(weight, folders) or download(weight, folders[0], progress)
+
+
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, turning a broken file into an error that says what to do."""
+    if not path.endswith(".safetensors"):
+        raise WeightFileError(f"{path}: only .safetensors weight files are loaded (pickled files are unsafe).")
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except Exception as err:  # safetensors raises its own error types for truncated/corrupt headers
+        raise WeightFileError(
+            f"{path} is not a readable safetensors file ({err}). It is probably truncated or corrupt: "
+            "delete it and run the graph again to download it afresh."
+        ) from err

@@ -1,0 +1,200 @@
+"""Nodes for transparent images: RGBA decode (single and multi-layer batches) and RGBA encode."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.utils
+import torch
+
+from ..layer_model import host
+from ..layer_model.alpha import preview_on_checkerboard
+from ..layer_model.transparent_codec import (
+    AUGMENTATIONS,
+    check_latent_matches_image,
+    decode_rgba,
+    encode_offset,
+    encoder_inputs,
+    offset_latent,
+)
+
+CATEGORY = "layer_diffuse"
+
+SD_VERSION = (
+    [host.AUTO, *host.BASE_CHOICES],
+    {"default": host.AUTO,
+     "tooltip": "Which LayerDiffusion weights to use. 'auto' reads it from the MODEL input (connect it); "
+                "otherwise pick the base your checkpoint belongs to."},
+)
+MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made the latent, so sd_version 'auto' can tell "
+                                   "SD1.5 from SDXL."})
+AUGMENTATION_CHOICES = [str(n) for n in sorted(AUGMENTATIONS, reverse=True)]
+DECODE_OPTIONS = {
+    "augmentations": (AUGMENTATION_CHOICES, {
+        "default": "8",
+        "tooltip": "Flip/rotation variants decoded and merged by per-pixel median. 8 gives the cleanest alpha; "
+                   "fewer is proportionally faster."}),
+    "sub_batch_size": ("INT", {
+        "default": 8, "min": 1, "max": 64,
+        "tooltip": "How many decoder passes run at once. Lower it if you run out of memory at large sizes."}),
+}
+
+
+def _to_bchw(image: torch.Tensor) -> torch.Tensor:
+    return image.movedim(-1, 1)
+
+
+def _to_bhwc(image: torch.Tensor) -> torch.Tensor:
+    return image.movedim(1, -1)
+
+
+def decode_batch(samples: torch.Tensor, images: torch.Tensor, base: str, augmentations: int,
+                 sub_batch_size: int) -> torch.Tensor:
+    """RGBA [B,4,H,W] for a batch, with the host's model management and a host progress bar."""
+    rgb = _to_bchw(images[..., :3]).float()
+    check_latent_matches_image(rgb, samples)  # before any weight is loaded or downloaded
+    decoder_patcher = host.load_codec("decoder", base)
+    decoder = host.prepare(decoder_patcher)
+    bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
+    return decode_rgba(decoder, rgb, samples.float(), augmentations, sub_batch_size, progress=bar.update)
+
+
+def _outputs(rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(RGBA IMAGE, MASK with 1 = transparent, RGB preview on a checkerboard)."""
+    out = rgba.to(mm.intermediate_device())
+    preview = preview_on_checkerboard(out[:, :3], out[:, 3:])
+    return _to_bhwc(out), 1.0 - out[:, 3], _to_bhwc(preview)
+
+
+class LayerDiffuseDecode:
+    DESCRIPTION = ("Turns a LayerDiffusion latent and its normally decoded image into a transparent RGBA image "
+                   "with the transparent VAE decoder.")
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
+    RETURN_NAMES = ("rgba", "mask", "preview")
+    OUTPUT_TOOLTIPS = (
+        "RGBA image (4 channels, straight alpha). Save Image writes it as a transparent PNG.",
+        "Transparency as a MASK in the host's convention (as Load Image gives it): 1 where transparent.",
+        "The RGBA image over a checkerboard, to see the transparency in a preview.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "The latent from the sampler of a LayerDiffusion-patched model."}),
+                "images": ("IMAGE", {"tooltip": "The same latent decoded by VAE Decode (not resized)."}),
+                "sd_version": SD_VERSION,
+                **DECODE_OPTIONS,
+            },
+            "optional": {"model": MODEL_HINT},
+        }
+
+    def decode(self, samples, images, sd_version, augmentations, sub_batch_size, model=None):
+        base = host.resolve_base(sd_version, model)
+        rgba = decode_batch(samples["samples"], images, base, int(augmentations), sub_batch_size)
+        return _outputs(rgba)
+
+
+class LayerDiffuseDecodeSplit:
+    DESCRIPTION = ("Decodes a batch that holds several layers per sample (joint or layer-to-layer generation): "
+                   "the first layer of each sample gets alpha, the others are passed through as they are.")
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("layer_1_rgba", "layer_1_mask", "layer_2", "layer_3", "layer_1_preview")
+    OUTPUT_TOOLTIPS = (
+        "The first layer of each sample (the foreground in joint and background-to-foreground generation) as RGBA.",
+        "Its transparency as a MASK: 1 where transparent.",
+        "The second layer of each sample.",
+        "The third layer of each sample; with 2 layers per sample this repeats layer 2.",
+        "The first layer over a checkerboard.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "The latent batch, laid out sample by sample, layers together."}),
+                "images": ("IMAGE", {"tooltip": "The same latent batch decoded by VAE Decode."}),
+                "layers": ("INT", {"default": 3, "min": 2, "max": 3,
+                                   "tooltip": "Layers per sample: 3 for joint fg/bg/blended, 2 for fg2bg/bg2fg."}),
+                "sd_version": SD_VERSION,
+                **DECODE_OPTIONS,
+            },
+            "optional": {"model": MODEL_HINT},
+        }
+
+    def decode(self, samples, images, layers, sd_version, augmentations, sub_batch_size, model=None):
+        base = host.resolve_base(sd_version, model)
+        latent = samples["samples"]
+        check_latent_matches_image(_to_bchw(images), latent)
+        if latent.shape[0] % layers:
+            raise ValueError(
+                f"The batch holds {latent.shape[0]} images, which is not a multiple of {layers} layers per sample. "
+                f"Set 'layers' to the number of layers the model generated per sample, or the batch size to a "
+                f"multiple of {layers}."
+            )
+        rgba = decode_batch(latent[0::layers], images[0::layers], base, int(augmentations), sub_batch_size)
+        first, mask, preview = _outputs(rgba)
+        second = images[1::layers]
+        third = images[2::layers] if layers == 3 else second
+        return first, mask, second, third, preview
+
+
+class LayerDiffuseEncode:
+    DESCRIPTION = ("Encodes a transparent image into a latent that keeps its transparency, for transparent "
+                   "img2img with a LayerDiffusion-patched model.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Latent with the transparency offset added; feed it to KSampler with denoise below 1.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "An RGBA image (4 channels), or an RGB image with the mask input."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE (SD1.5 or SDXL)."}),
+                "sd_version": SD_VERSION,
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Transparency for an RGB image, as Load Image gives it: 1 where "
+                                             "transparent. Overrides the image's own alpha."}),
+                "model": MODEL_HINT,
+            },
+        }
+
+    def encode(self, image, vae, sd_version, mask=None, model=None):
+        base = host.resolve_base(sd_version, model)
+        host.check_vae(vae)
+        rgb, alpha = split_alpha(image, mask)
+        pixels = vae.vae_encode_crop_pixels(torch.cat([rgb, alpha], dim=-1))
+        rgb, alpha = _to_bchw(pixels[..., :3]), _to_bchw(pixels[..., 3:])
+        filled, encoder_input = encoder_inputs(rgb.float(), alpha.float())
+        encoder = host.prepare(host.load_codec("encoder", base))
+        offset = encode_offset(encoder, encoder_input)
+        mean, std = host.vae_posterior(vae, _to_bhwc(filled))
+        return ({"samples": offset_latent(mean, std, offset)},)
+
+
+def split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B,H,W,3] RGB, [B,H,W,1] alpha) from an RGBA IMAGE or an IMAGE plus a host MASK (1 = transparent)."""
+    if mask is not None:
+        mask = mask.reshape((-1,) + tuple(mask.shape[-2:]))
+        if tuple(mask.shape[-2:]) != tuple(image.shape[1:3]):
+            raise ValueError(
+                f"The mask is {mask.shape[-1]}x{mask.shape[-2]} px but the image is {image.shape[2]}x{image.shape[1]}"
+                " px. Use the mask that belongs to this image (Load Image gives both), or resize them together."
+            )
+        if mask.shape[0] not in (1, image.shape[0]):
+            raise ValueError(f"The mask batch ({mask.shape[0]}) does not match the image batch ({image.shape[0]}).")
+        alpha = (1.0 - mask).expand(image.shape[0], -1, -1).unsqueeze(-1)
+        return image[..., :3], alpha.to(image)
+    if image.shape[-1] != 4:
+        raise ValueError(
+            f"The image has {image.shape[-1]} channels and no mask is connected, so there is no transparency to "
+            "encode. Give an RGBA image (4 channels), or connect its MASK (Load Image's second output)."
+        )
+    return image[..., :3], image[..., 3:]

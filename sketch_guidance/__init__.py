@@ -1,0 +1,1 @@
+"""Sketch-guided diffusion (latent edge predictor, guidance, training). Arrives with its own issue."""

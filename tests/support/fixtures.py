@@ -1,0 +1,72 @@
+"""Generated test fixtures: weight files in the published formats with random values, checkpoints.
+
+All are deterministic and cached by name; a file is written to a temporary name and renamed, so an
+interrupted run never leaves a broken fixture behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from comfyui_layer_sketch.layer_model.transparent_vae import TransparencyEncoder, TransparentDecoder
+
+HERE = Path(__file__).resolve().parent
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    tmp = path.with_suffix(".part")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def random_decoder_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The published decoder's keys and shapes, fp16, with PyTorch's default random init."""
+    torch.manual_seed(seed)
+    decoder = TransparentDecoder()
+    return {k: v.half() for k, v in decoder.state_dict().items()}
+
+
+def random_encoder_state(seed: int = 0, zero_last: bool = False) -> dict[str, torch.Tensor]:
+    """The published encoder's keys and shapes; `zero_last` mimics its zero-initialised output conv."""
+    torch.manual_seed(seed)
+    encoder = TransparencyEncoder()
+    if zero_last:
+        torch.nn.init.zeros_(encoder.blocks[-1].weight)
+        torch.nn.init.zeros_(encoder.blocks[-1].bias)
+    return {k: v.half() for k, v in encoder.state_dict().items()}
+
+
+def cached_file(cache: Path, name: str, make) -> Path:
+    path = cache / name
+    if not path.exists():
+        _save(make(), path)
+    return path
+
+
+def decoder_file(cache: Path, seed: int = 0) -> Path:
+    return cached_file(cache, f"random_decoder_s{seed}.safetensors", lambda: random_decoder_state(seed))
+
+
+def encoder_file(cache: Path, seed: int = 0) -> Path:
+    return cached_file(cache, f"random_encoder_s{seed}.safetensors", lambda: random_encoder_state(seed))
+
+
+def truncated_copy(source: Path, target: Path, keep: float = 0.5) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * keep)])
+    return target
+
+
+def sd15_checkpoint(cache: Path) -> Path:
+    """Full-size SD1.5 checkpoint with random weights (2 GiB, about 30 s to make once)."""
+    path = cache / "random_sd15.safetensors"
+    if not path.exists():
+        env = dict(os.environ)
+        subprocess.run([sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path)], check=True, env=env)
+    return path

@@ -1,0 +1,64 @@
+"""Small real host models (SD1.5- and SDXL-shaped UNets, a KL VAE), built from ComfyUI's own classes."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models
+import torch
+from comfy.ldm.models.autoencoder import AutoencoderKL
+
+TINY_SD15_UNET = {
+    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+    "model_channels": 32, "num_res_blocks": [1, 1, 1, 1], "channel_mult": [1, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False,
+    "use_linear_in_transformer": False, "context_dim": 768, "adm_in_channels": None,
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+TINY_SDXL_UNET = {
+    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+    "model_channels": 32, "num_res_blocks": [1, 1, 1], "channel_mult": [1, 2, 2],
+    "transformer_depth": [0, 0, 1, 1, 1, 1], "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1],
+    "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False,
+    "use_linear_in_transformer": True, "context_dim": 2048, "adm_in_channels": 2816,
+    "num_classes": "sequential", "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+SMALL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+             "ch_mult": [1, 2, 4, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+
+
+def randomize(module: torch.nn.Module, seed: int) -> None:
+    """The host's layers start uninitialised; give them small, finite random values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+            elif name.endswith("weight"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+
+
+def tiny_model(kind: str = "SD15", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    config_class, unet = {"SD15": (comfy.supported_models.SD15, TINY_SD15_UNET),
+                          "SDXL": (comfy.supported_models.SDXL, TINY_SDXL_UNET)}[kind]
+    config = config_class(dict(unet))
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({}, "", device=torch.device("cpu"))
+    base.diffusion_model.float()
+    randomize(base.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def small_vae(seed: int = 0) -> comfy.sd.VAE:
+    """A real host VAE object (the SD KL autoencoder, narrower) with random weights."""
+    autoencoder = AutoencoderKL(ddconfig=SMALL_VAE, embed_dim=4)
+    randomize(autoencoder, seed)
+    with torch.no_grad():  # a posterior with some spread, as trained VAEs have
+        autoencoder.quant_conv.weight.mul_(20.0)
+    state = autoencoder.state_dict()
+    return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": SMALL_VAE, "embed_dim": 4}})

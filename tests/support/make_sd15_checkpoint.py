@@ -1,0 +1,76 @@
+"""Write a full-size SD1.5 checkpoint (UNet + CLIP-L + VAE, original LDM keys) with random weights.
+
+Built from the host's own classes so that `CheckpointLoaderSimple` detects it as SD1.5.
+Usage: python make_sd15_checkpoint.py OUT.safetensors   (needs LAYER_SKETCH_COMFY_DIR)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.environ["LAYER_SKETCH_COMFY_DIR"])
+
+from comfy.cli_args import args  # noqa: E402
+
+args.cpu = True
+
+import comfy.sd1_clip  # noqa: E402
+import comfy.supported_models  # noqa: E402
+import comfy.utils  # noqa: E402
+import torch  # noqa: E402
+from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
+
+SD15_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 768,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def randomize(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Small random matrices, unit norm scales, zero biases: finite, varied outputs."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+            elif name.endswith("weight"):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+
+
+def main(out: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+
+    config = comfy.supported_models.SD15(SD15_UNET)
+    config.set_inference_dtype(torch.float32, None)
+    unet = config.get_model({}, "", device=torch.device("cpu")).diffusion_model.float()
+    randomize(unet, generator)
+    state.update({"model.diffusion_model." + k: v.half() for k, v in unet.state_dict().items()})
+    del unet
+
+    clip = comfy.sd1_clip.SD1ClipModel(device="cpu", dtype=torch.float32)
+    randomize(clip, generator)
+    for key, value in clip.state_dict().items():
+        if key.startswith("clip_l.transformer.") and not key.endswith(("text_projection.weight", "logit_scale")):
+            state["cond_stage_model." + key[len("clip_l."):]] = value.half()
+    del clip
+
+    vae = AutoencoderKL(ddconfig=SD_VAE, embed_dim=4)
+    randomize(vae, generator)
+    state.update({"first_stage_model." + k: v.half() for k, v in vae.state_dict().items()})
+
+    tmp = out + ".part"
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state.items()}, tmp)
+    os.replace(tmp, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,149 @@
+"""The weight registry and the download path, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from comfyui_layer_sketch.layer_model import weights
+from comfyui_layer_sketch.layer_model.weights import WeightFile, WeightFileError
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves /good.bin, /truncated.bin (body shorter than Content-Length), /etag.bin, 404 otherwise."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        name = self.path.rsplit("/", 1)[-1]
+        if name not in ("good.bin", "truncated.bin", "etag.bin", "etag-wrong.bin"):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        if name.startswith("etag"):
+            stated = PAYLOAD_SHA if name == "etag.bin" else "0" * 64
+            self.send_header("X-Linked-Etag", f'"{stated}"')
+        self.end_headers()
+        body = PAYLOAD[: len(PAYLOAD) // 3] if name == "truncated.bin" else PAYLOAD
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/weights"
+    server.shutdown()
+
+
+def _file(name: str, sha: str | None = PAYLOAD_SHA) -> WeightFile:
+    return WeightFile(name, weights.SD15, "decoder", sha, "test payload")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_registry_covers_every_published_file_with_pinned_hashes():
+    assert len(weights.REGISTRY) == 14
+    assert weights.REVISION in weights.DEFAULT_BASE_URL
+    for entry in weights.REGISTRY.values():
+        assert entry.name.endswith(".safetensors") and entry.base in (weights.SDXL, weights.SD15)
+        assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+    unhashed = {n for n, e in weights.REGISTRY.items() if e.sha256 is None}
+    assert unhashed == {"vae_transparent_encoder.safetensors", "layer_sd15_vae_transparent_encoder.safetensors"}
+    assert weights.file_for(weights.SD15, "decoder").name == "layer_sd15_vae_transparent_decoder.safetensors"
+    assert weights.file_for(weights.SDXL, "encoder").name == "vae_transparent_encoder.safetensors"
+
+
+def test_download_with_the_right_hash_lands_in_place(server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.BASE_URL_ENV, server_url)
+    seen = []
+    path = weights.download(_file("good.bin"), str(tmp_path), progress=lambda done, total: seen.append((done, total)))
+    assert Path(path).read_bytes() == PAYLOAD
+    assert _leftovers(tmp_path) == ["good.bin"]
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+
+
+def test_wrong_hash_deletes_the_file_and_says_so(server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.BASE_URL_ENV, server_url)
+    with pytest.raises(WeightFileError, match="expected " + "1" * 64 + ": the file was deleted"):
+        weights.download(_file("good.bin", sha="1" * 64), str(tmp_path))
+    assert _leftovers(tmp_path) == []
+
+
+def test_truncated_download_leaves_nothing(server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.BASE_URL_ENV, server_url)
+    with pytest.raises(WeightFileError, match="stopped after"):
+        weights.download(_file("truncated.bin"), str(tmp_path))
+    assert _leftovers(tmp_path) == []
+
+
+def test_missing_on_server_names_url_and_folder(server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.BASE_URL_ENV, server_url)
+    with pytest.raises(WeightFileError) as err:
+        weights.download(_file("absent.bin"), str(tmp_path))
+    message = str(err.value)
+    assert "HTTP 404" in message and f"{server_url}/absent.bin" in message and str(tmp_path) in message
+    assert _leftovers(tmp_path) == []
+
+
+def test_unreachable_server_names_url_and_folder(tmp_path, monkeypatch):
+    import socket
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv(weights.BASE_URL_ENV, f"http://127.0.0.1:{port}")
+    with pytest.raises(WeightFileError) as err:
+        weights.download(_file("good.bin"), str(tmp_path / "models"))
+    message = str(err.value)
+    assert "could not be downloaded" in message and f"127.0.0.1:{port}/good.bin" in message
+    assert str(tmp_path / "models") in message
+    assert _leftovers(tmp_path / "models") == []
+
+
+def test_offline_switch_never_touches_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setenv(weights.BASE_URL_ENV, "http://127.0.0.1:9")
+    with pytest.raises(WeightFileError, match="downloads are switched off"):
+        weights.download(_file("good.bin"), str(tmp_path))
+
+
+def test_unpinned_file_is_checked_against_the_hash_the_server_states(server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.BASE_URL_ENV, server_url)
+    assert Path(weights.download(_file("etag.bin", sha=None), str(tmp_path))).read_bytes() == PAYLOAD
+    with pytest.raises(WeightFileError, match="the file was deleted"):
+        weights.download(_file("etag-wrong.bin", sha=None), str(tmp_path))
+    assert _leftovers(tmp_path) == ["etag.bin"]
+
+
+def test_ensure_prefers_a_local_copy_in_any_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.BASE_URL_ENV, "http://127.0.0.1:9")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    (second / "good.bin").write_bytes(b"local")
+    assert weights.ensure(_file("good.bin"), [str(first), str(second)]) == str(second / "good.bin")
+
+
+def test_broken_safetensors_file_gets_an_actionable_error(tmp_path):
+    import safetensors.torch
+    good = tmp_path / "ok.safetensors"
+    safetensors.torch.save_file({"w": torch.ones(1000)}, str(good))
+    assert torch.equal(weights.load_state_dict(str(good))["w"], torch.ones(1000))
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(WeightFileError, match="truncated or corrupt: delete it"):
+        weights.load_state_dict(str(broken))
+    with pytest.raises(WeightFileError, match="only .safetensors"):
+        weights.load_state_dict(str(tmp_path / "model.pt"))
