@@ -26,7 +26,8 @@ AUTO = "auto"
 def register_model_folder() -> None:
     """Make `models/layer_model` a host model folder; `extra_model_paths.yaml` may add more."""
     default = os.path.join(folder_paths.models_dir, weights.FOLDER_NAME)
-    folder_paths.add_model_folder_path(weights.FOLDER_NAME, default, is_default=True)
+    # Folders from extra_model_paths.yaml (read before packs load) stay first: downloads land there.
+    folder_paths.add_model_folder_path(weights.FOLDER_NAME, default)
     paths, extensions = folder_paths.folder_names_and_paths[weights.FOLDER_NAME]
     # The yaml loader may have created the entry first with no extensions; the host then lists nothing.
     folder_paths.folder_names_and_paths[weights.FOLDER_NAME] = (paths, set(extensions) | {".safetensors"})

@@ -16,6 +16,7 @@ import torch
 from comfyui_layer_sketch.layer_model.transparent_vae import TransparencyEncoder, TransparentDecoder
 
 HERE = Path(__file__).resolve().parent
+SD15_CHECKPOINT = "random_sd15.safetensors"
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
@@ -65,7 +66,7 @@ def truncated_copy(source: Path, target: Path, keep: float = 0.5) -> Path:
 
 def sd15_checkpoint(cache: Path) -> Path:
     """Full-size SD1.5 checkpoint with random weights (2 GiB, about 30 s to make once)."""
-    path = cache / "random_sd15.safetensors"
+    path = cache / SD15_CHECKPOINT
     if not path.exists():
         env = dict(os.environ)
         subprocess.run([sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path)], check=True, env=env)

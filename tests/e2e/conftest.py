@@ -1,0 +1,57 @@
+"""A real ComfyUI server with the pack, in a throw-away base directory, for tests over HTTP.
+
+Models reach it the way users' models do: the checkpoint through the base directory's
+`models/checkpoints`, the LayerDiffusion files through an extra_model_paths.yaml `layer_model` entry.
+Downloads point at a closed port on 127.0.0.1, so a missing file fails as it would offline.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import hostenv
+import pytest
+import torch
+from host_server import ComfyServer, free_port
+from support import fixtures
+from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
+
+
+@dataclass
+class LiveServer:
+    url: str
+    base: Path
+    layer_folder: Path  # the yaml-registered layer_model folder
+    server: ComfyServer
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base / "output"
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / hostenv.PACK_LINK_NAME).symlink_to(hostenv.REPO, target_is_directory=True)
+    checkpoints = base / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / CHECKPOINT).symlink_to(fixtures.sd15_checkpoint(fixture_cache))
+
+    layer_folder = tmp_path_factory.mktemp("shared_models") / "layer_model"
+    layer_folder.mkdir()
+    shutil.copy(fixtures.decoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_decoder.safetensors")
+    shutil.copy(fixtures.encoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_encoder.safetensors")
+    yaml = base / "extra_model_paths.yaml"
+    yaml.write_text(f"shared:\n  base_path: {layer_folder.parent}\n  layer_model: layer_model\n")
+
+    env = hostenv.host_environment()
+    env["LAYER_SKETCH_WEIGHTS_URL"] = f"http://127.0.0.1:{free_port()}/offline"
+    server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, env=env, log_path=base / "server.log",
+                         cpu=not torch.cuda.is_available(),
+                         extra_args=["--base-directory", str(base), "--extra-model-paths-config", str(yaml)])
+    server.start()
+    yield LiveServer(server.url, base, layer_folder, server)
+    server.stop()

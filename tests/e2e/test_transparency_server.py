@@ -1,0 +1,130 @@
+"""What a user sees over HTTP: registered nodes, a shipped workflow writing an RGBA PNG, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import host_client
+import numpy as np
+import pytest
+from PIL import Image
+from support import fixtures
+from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+PACK_NODES = ("LayerDiffuseDecode", "LayerDiffuseDecodeSplit", "LayerDiffuseEncode")
+
+
+@pytest.mark.parametrize("node_id", PACK_NODES)
+def test_pack_nodes_are_registered_with_tooltips(live_server, node_id):
+    info = host_client.get_json(live_server.url, f"/object_info/{node_id}")[node_id]
+    assert info["category"] == "layer_diffuse"
+    assert info["python_module"].startswith("custom_nodes.")
+    inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
+    for name, (_, options) in ((n, spec if len(spec) > 1 else (spec[0], {})) for n, spec in inputs.items()):
+        assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert len(info["output_tooltips"]) == len(info["output"]) and all(info["output_tooltips"])
+
+
+def test_layer_model_folder_from_yaml_is_listed(live_server):
+    files = host_client.get_json(live_server.url, "/models/layer_model")
+    assert "layer_sd15_vae_transparent_decoder.safetensors" in files
+
+
+def _shipped(name: str, overrides: dict[tuple[str, str], object]) -> dict:
+    graph = host_client.load_api_workflow(WORKFLOWS / "api" / name)
+    for (node, field), value in overrides.items():
+        graph[node]["inputs"][field] = value
+    return graph
+
+
+def test_shipped_workflow_writes_a_transparent_png(live_server):
+    graph = _shipped("sd15_transparent_decode.json", {
+        ("1", "ckpt_name"): CHECKPOINT, ("4", "width"): 128, ("4", "height"): 96, ("5", "steps"): 2,
+    })
+    result = host_client.run(live_server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    [png] = host_client.output_paths(result, live_server.output_dir)
+    image = Image.open(png)
+    assert image.mode == "RGBA" and image.size == (128, 96)
+    alpha = np.asarray(image)[..., 3]
+    assert alpha.std() > 1.0, "alpha must vary across the image"
+    previews = [i for i in result.images() if i["type"] == "temp"]
+    assert previews, "the checkerboard preview is shown in the UI"
+
+
+def _decode_graph(width: int, height: int, image_width: int, image_height: int, sd_version: str = "SD1.5",
+                  node: str = "LayerDiffuseDecode", batch: int = 1, **extra) -> dict:
+    inputs = {"samples": ["1", 0], "images": ["2", 0], "sd_version": sd_version, "augmentations": "1",
+              "sub_batch_size": 8, **extra}
+    return {
+        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": image_width, "height": image_height,
+                                                     "batch_size": batch, "color": 0x808080}},
+        "3": {"class_type": node, "inputs": inputs},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "e2e/decode"}},
+    }
+
+
+def _encode_graph() -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "3": {"class_type": "LayerDiffuseEncode", "inputs": {"image": ["2", 0], "vae": ["1", 2], "sd_version": "SD1.5"}},
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "e2e/encoded"}},
+    }
+
+
+def _write(folder: Path, name: str, data: bytes | None):
+    target = folder / name
+    if data is None:
+        target.unlink(missing_ok=True)
+    else:
+        target.write_bytes(data)
+
+
+SDXL_DECODER = "vae_transparent_decoder.safetensors"
+
+BAD_INPUTS = [
+    # (case, file to put in place as the SDXL decoder or None, graph, phrases the message must contain)
+    ("missing weight file, offline", None, _decode_graph(64, 64, 64, 64, "SDXL"),
+     [SDXL_DECODER, "could not be downloaded", "layer_model", "by hand"]),
+    ("truncated safetensors", "truncated", _decode_graph(64, 64, 64, 64, "SDXL", sub_batch_size=7),
+     ["truncated or corrupt", "delete it"]),
+    ("decoder file of the wrong kind", "encoder", _decode_graph(64, 64, 64, 64, "SDXL", sub_batch_size=6),
+     ["does not hold a LayerDiffusion transparent decoder", SDXL_DECODER]),
+    ("latent and image sizes differ", None, _decode_graph(64, 64, 72, 64),
+     ["The latent is 8x8", "Connect the IMAGE that VAE Decode produced"]),
+    ("RGB image to the encoder without a mask", None, _encode_graph(),
+     ["3 channels and no mask", "connect its MASK"]),
+    ("batch not a multiple of the layers", None,
+     _decode_graph(64, 64, 64, 64, node="LayerDiffuseDecodeSplit", batch=4, layers=3),
+     ["not a multiple of 3 layers"]),
+    ("sd_version auto without a model", None, _decode_graph(64, 64, 64, 64, "auto"),
+     ["no MODEL is connected"]),
+]
+
+
+@pytest.mark.parametrize("case, sdxl_decoder, graph, phrases", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(live_server, fixture_cache, case,
+                                                                   sdxl_decoder, graph, phrases):
+    contents = {None: None, "truncated": fixtures.decoder_file(fixture_cache).read_bytes()[:100_000],
+                "encoder": fixtures.encoder_file(fixture_cache).read_bytes()}
+    _write(live_server.layer_folder, SDXL_DECODER, contents[sdxl_decoder])
+    try:
+        result = host_client.run(live_server.url, graph, timeout=600)
+    finally:
+        _write(live_server.layer_folder, SDXL_DECODER, None)
+    assert not result.ok, f"{case}: expected an error"
+    message = result.error["exception_message"]
+    for phrase in phrases:
+        assert phrase in message, f"{case}: {phrase!r} not in {message!r}"
+    assert not list(live_server.layer_folder.glob("*.part")), "no partial download may be left behind"
+
+    # The server is still up and runs a good prompt right after.
+    ok = host_client.run(live_server.url, _decode_graph(64, 64, 64, 64, sub_batch_size=len(case)), timeout=600)
+    assert ok.ok, ok.error
+    assert Image.open(host_client.output_paths(ok, live_server.output_dir)[0]).mode == "RGBA"
