@@ -73,7 +73,8 @@ def _encode_graph() -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
         "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-        "3": {"class_type": "LayerDiffuseEncode", "inputs": {"image": ["2", 0], "vae": ["1", 2], "sd_version": "SD1.5"}},
+        "3": {"class_type": "LayerDiffuseEncode",
+              "inputs": {"image": ["2", 0], "vae": ["1", 2], "sd_version": "SD1.5"}},
         "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "e2e/encoded"}},
     }
 
