@@ -1,0 +1,75 @@
+"""Round trip through the real host: RGBA -> Encode node -> host VAE decode -> RGBA decode -> alpha.
+
+No published weights can be downloaded here, so the test first teaches a transparency encoder (the
+published architecture) and a narrow decoder to pass alpha through a real host VAE's latent, then
+measures how well the pack's own encode and decode paths (colour fill, posterior std scaling,
+padding, 8-way TTA) bring alpha back on images never seen in training.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfyui_layer_sketch.layer_model import host
+from comfyui_layer_sketch.layer_model.transparent_codec import decode_rgba, encoder_inputs, offset_latent
+from comfyui_layer_sketch.layer_model.transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+from support import fixtures
+from support.host_models import small_vae
+from support.shapes import random_rgba
+
+SIZE = 32  # training size; evaluation uses 40 px, which the decoder must pad (to 48) and crop back
+NARROW = DecoderConfig(block_channels=(8, 16, 16, 32, 32), attention_blocks=1)  # fast to train on a CPU
+
+
+def _posterior(vae, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = host.vae_posterior(vae, filled.movedim(1, -1))
+    return mean.clone(), std.clone()  # leave inference mode: these feed an autograd graph
+
+
+def _train(vae, steps: int = 150, batch: int = 8) -> tuple[TransparencyEncoder, TransparentDecoder]:
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    encoder, decoder = TransparencyEncoder(), TransparentDecoder(NARROW)
+    optimiser = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=2e-3)
+    for _ in range(steps):
+        rgba = random_rgba(batch, SIZE, generator)
+        filled, encoder_input = encoder_inputs(rgba[:, :3], rgba[:, 3:])
+        mean, std = _posterior(vae, filled)
+        latent = offset_latent(mean, std, encoder(encoder_input))
+        decoded = vae.decode(latent.detach()).movedim(-1, 1).clone()
+        prediction = decoder(decoded, latent)
+        loss = torch.nn.functional.mse_loss(prediction[:, :1], rgba[:, 3:]) \
+            + 0.1 * torch.nn.functional.mse_loss(prediction[:, 1:], filled)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return encoder.eval(), decoder.eval()
+
+
+def test_alpha_survives_the_round_trip(layer_folder):
+    vae = small_vae()
+    encoder, decoder = _train(vae)
+    fixtures._save({k: v.half() for k, v in encoder.state_dict().items()},
+                   layer_folder / "layer_sd15_vae_transparent_encoder.safetensors")
+    # fp16 storage, as published files are; the node loads it through host model management
+    rgba = random_rgba(8, SIZE + 8, torch.Generator().manual_seed(1234))  # unseen images, another size
+    image = rgba.movedim(1, -1)
+    (latent,) = NODE_CLASS_MAPPINGS["LayerDiffuseEncode"]().encode(image, vae, "SD1.5")
+    decoded = vae.decode(latent["samples"]).movedim(-1, 1)
+
+    alpha = rgba[:, 3:]
+    errors = {}
+    for count in (1, 8):
+        out = decode_rgba(decoder, decoded, latent["samples"], augmentations=count)
+        errors[count] = (out[:, 3:] - alpha).abs().mean().item()
+    baseline = (alpha - alpha.mean()).abs().mean().item()  # best constant guess
+    shuffled = decode_rgba(decoder, decoded, latent["samples"].roll(1, dims=0), augmentations=8)
+    errors["wrong latent"] = (shuffled[:, 3:] - alpha).abs().mean().item()
+    print(f"alpha MAE: 1 variant {errors[1]:.4f}, 8 variants {errors[8]:.4f}, "
+          f"latent of another image {errors['wrong latent']:.4f}, constant guess {baseline:.4f}")
+
+    # Measured on a 2-core CPU: about 0.07 (1 variant) and 0.09 (8) against 0.38 for a constant guess
+    # and 0.32 with another image's latent. The narrow decoder saw only upright images, so the
+    # rotated variants add a little error here; the published decoder is what TTA is for.
+    assert errors[1] < 0.35 * baseline and errors[8] < 0.35 * baseline, errors
+    assert errors["wrong latent"] > 2.5 * errors[8], "alpha must come from this image's latent offset"

@@ -1,0 +1,27 @@
+"""Synthetic RGBA images: soft-edged ellipses and rectangles of random colour on transparency."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_rgba(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """[B,4,H,W] in [0,1]: straight RGB with garbage colour under the transparent parts, and alpha."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    images = []
+    for _ in range(batch):
+        alpha = torch.zeros(size, size)
+        rgb = torch.rand(3, size, size, generator=generator)  # what lies under transparency must not matter
+        for _ in range(int(torch.randint(1, 4, (1,), generator=generator))):
+            cy, cx, ry, rx = (torch.rand(4, generator=generator) * torch.tensor([0.6, 0.6, 0.25, 0.25])
+                              + torch.tensor([0.2, 0.2, 0.08, 0.08]))
+            if torch.rand(1, generator=generator) < 0.5:
+                distance = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2
+            else:
+                distance = torch.maximum(((ys - cy) / ry).abs(), ((xs - cx) / rx).abs()) ** 2
+            shape = torch.sigmoid((1.0 - distance) * 12.0)
+            colour = torch.rand(3, 1, 1, generator=generator)
+            rgb = rgb * (1 - shape) + colour * shape
+            alpha = torch.maximum(alpha, shape)
+        images.append(torch.cat([rgb, alpha[None]]))
+    return torch.stack(images)
