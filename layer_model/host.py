@@ -94,7 +94,8 @@ def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
         for old in [k for k in _loaded if k[0] == path]:
             del _loaded[old]
         module = _build(kind, weight, path).to(dtype)
-        if kind == "decoder":
+        if kind == "decoder" and load_device.type == "cuda":
+            # Faster convolutions on GPUs; on CPUs it is no faster here and drifts up to 2e-4 at 1024 px.
             module = module.to(memory_format=torch.channels_last)
         _loaded[key] = comfy.model_patcher.ModelPatcher(
             module, load_device=load_device, offload_device=mm.vae_offload_device()
@@ -120,10 +121,32 @@ def _build(kind: str, weight: weights.WeightFile, path: str) -> torch.nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def prepare(patcher: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
-    """Load the wrapped module onto the compute device through the host and return it."""
-    mm.load_models_gpu([patcher], force_full_load=True)
+def prepare(patcher: comfy.model_patcher.ModelPatcher, working_memory: int = 0) -> torch.nn.Module:
+    """Load the wrapped module onto the compute device through the host and return it.
+
+    `working_memory` (bytes) asks the host to free that much beside the weights, for activations.
+    """
+    mm.load_models_gpu([patcher], memory_required=working_memory, force_full_load=True)
     return patcher.model
+
+
+# Peak activation memory of one decoder pass per padded pixel in fp32 (bench/decode.py measures
+# about 620-740 bytes at 512-1024 px on the CPU); with a margin.
+DECODER_BYTES_PER_PIXEL_FP32 = 900
+
+
+def decoder_pass_bytes(patcher: comfy.model_patcher.ModelPatcher, height: int, width: int) -> int:
+    module = patcher.model
+    multiple = module.config.pad_multiple
+    padded = (-(-height // multiple) * multiple) * (-(-width // multiple) * multiple)
+    dtype_size = next(module.parameters()).element_size()
+    return DECODER_BYTES_PER_PIXEL_FP32 * padded * dtype_size // 4
+
+
+def decoder_passes_that_fit(patcher: comfy.model_patcher.ModelPatcher, height: int, width: int) -> int:
+    """How many decoder passes fit in the compute device's free memory at once (at least 1)."""
+    free = mm.get_free_memory(patcher.load_device)
+    return max(1, int(0.8 * free) // decoder_pass_bytes(patcher, height, width))
 
 
 def check_vae(vae) -> None:

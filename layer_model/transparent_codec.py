@@ -79,6 +79,13 @@ def _passes_by_shape(batch: int, variants: Sequence[Variant]) -> list[list[tuple
     return [group for group in (upright, turned) if group]
 
 
+def _memory_format_of(weight: torch.Tensor) -> torch.memory_format:
+    """Activations are fed in the weights' layout (channels_last pays off on GPUs, not on CPUs)."""
+    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _split_alpha_last(y: torch.Tensor) -> torch.Tensor:
     """Decoder output is (alpha, r, g, b); the pack's convention is (r, g, b, alpha)."""
     return torch.cat([y[:, 1:4], y[:, 0:1]], dim=1)
@@ -106,6 +113,7 @@ def decode_rgba(
     check_latent_matches_image(rgb, latent)
     variants = AUGMENTATIONS[augmentations]
     param = next(decoder.parameters())
+    layout = _memory_format_of(param)
     height, width = rgb.shape[-2:]
     rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple)
 
@@ -116,7 +124,7 @@ def decode_rgba(
             feed_rgb = torch.stack([apply_variant(rgb[b], variants[v]) for b, v in chunk])
             feed_latent = torch.stack([apply_variant(latent[b], variants[v]) for b, v in chunk])
             out = decoder(
-                feed_rgb.to(param.device, param.dtype).contiguous(memory_format=torch.channels_last),
+                feed_rgb.to(param.device, param.dtype).contiguous(memory_format=layout),
                 feed_latent.to(param.device, param.dtype),
             )
             out = out.float().clamp_(0.0, 1.0).to(rgb.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
@@ -52,10 +54,21 @@ def decode_batch(samples: torch.Tensor, images: torch.Tensor, base: str, augment
     """RGBA [B,4,H,W] for a batch, with the host's model management and a host progress bar."""
     rgb = _to_bchw(images[..., :3]).float()
     check_latent_matches_image(rgb, samples)  # before any weight is loaded or downloaded
-    decoder_patcher = host.load_codec("decoder", base)
-    decoder = host.prepare(decoder_patcher)
-    bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
-    return decode_rgba(decoder, rgb, samples.float(), augmentations, sub_batch_size, progress=bar.update)
+    patcher = host.load_codec("decoder", base)
+    height, width = rgb.shape[-2:]
+    passes = min(sub_batch_size, rgb.shape[0] * augmentations)
+    while True:
+        decoder = host.prepare(patcher, working_memory=passes * host.decoder_pass_bytes(patcher, height, width))
+        passes = min(passes, host.decoder_passes_that_fit(patcher, height, width))
+        bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
+        try:
+            return decode_rgba(decoder, rgb, samples.float(), augmentations, passes, progress=bar.update)
+        except mm.OOM_EXCEPTION:
+            if passes == 1:
+                raise
+            passes //= 2  # as the host does for VAE decoding: retry with less at once
+            logging.warning("Layer Diffuse Decode ran out of memory; retrying with %d passes at once", passes)
+            mm.soft_empty_cache()
 
 
 def _outputs(rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
