@@ -13,6 +13,7 @@ are downloaded by the nodes themselves.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -46,7 +47,13 @@ def host_args(options: argparse.Namespace) -> list[str]:
     return args
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the ComfyUI child process is stopped too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def serve(options: argparse.Namespace) -> int:
+    _stop_on_sigterm()
     server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, port=options.port,
                          cpu=not hostenv.host_has_cuda(), extra_args=host_args(options),
                          env=hostenv.host_environment(), log_path=hostenv.HOST_DIR / "server.log")
@@ -64,33 +71,42 @@ def serve(options: argparse.Namespace) -> int:
 
 
 def queue_workflow(options: argparse.Namespace) -> int:
-    graph = host_client.load_api_workflow(options.workflow)
-    server = None
-    url = options.server
-    if url is None:
-        server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, cpu=not hostenv.host_has_cuda(),
-                             extra_args=host_args(options), env=hostenv.host_environment(),
-                             log_path=hostenv.HOST_DIR / "server.log")
-        print("Starting a headless ComfyUI ...", flush=True)
-        url = server.start().url
+    _stop_on_sigterm()
     try:
-        started = time.time()
+        graph = host_client.load_api_workflow(options.workflow)
+    except (OSError, ValueError) as err:
+        print(f"Cannot queue {options.workflow}: {err}", file=sys.stderr)
+        return 2
+    if options.server:
+        return _queue_on(options.server, graph, options, local_output=None)
+    server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, port=None, cpu=not hostenv.host_has_cuda(),
+                         extra_args=host_args(options), env=hostenv.host_environment(),
+                         log_path=hostenv.HOST_DIR / "server.log")
+    print("Starting a headless ComfyUI ...", flush=True)
+    with server:
+        return _queue_on(server.url, graph, options, local_output=hostenv.COMFY_DIR / "output")
+
+
+def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: Path | None) -> int:
+    started = time.time()
+    try:
         result = host_client.run(url, graph, timeout=options.timeout,
                                  on_wait=lambda: print(f"\r  running ... {time.time() - started:5.0f}s",
                                                        end="", flush=True))
-        print()
     except host_client.PromptRejectedError as err:
         print(f"The server refused the workflow: {err}", file=sys.stderr)
         return 2
-    finally:
-        if server is not None:
-            server.stop()
+    print()
     if not result.ok:
         error = result.error or {}
-        print(f"The workflow failed in {error.get('node_type', '?')}: {error.get('exception_message', result.status)}",
-              file=sys.stderr)
+        print(f"The workflow failed in {error.get('node_type', '?')}: "
+              f"{error.get('exception_message', result.status)}", file=sys.stderr)
         return 1
-    for path in host_client.output_paths(result, hostenv.COMFY_DIR / "output"):
+    if options.out or local_output is None:
+        paths = host_client.download_images(url, result, Path(options.out or "layer_sketch_output"))
+    else:
+        paths = host_client.output_paths(result, local_output)
+    for path in paths:
         print(path)
     return 0
 
@@ -109,6 +125,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--extra-model-paths", help="an extra_model_paths.yaml of yours")
     parser.add_argument("--port", type=int, default=8188, help="port for the server (default 8188)")
     parser.add_argument("--server", help="queue on this running server instead of starting one")
+    parser.add_argument("--out", help="copy the images a queued workflow saves into this folder "
+                                      "(default with --server: ./layer_sketch_output)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a workflow")
     pytest_args: list[str] = []
     if "--test" in argv:

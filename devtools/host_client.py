@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -100,3 +102,20 @@ def output_paths(result: PromptResult, output_dir: Path) -> list[Path]:
     """Where the images of a finished prompt lie on the server's disk (type 'output' only)."""
     return [output_dir / image.get("subfolder", "") / image["filename"]
             for image in result.images() if image.get("type") == "output"]
+
+
+def download_images(server: str, result: PromptResult, out_dir: Path) -> list[Path]:
+    """Fetch a finished prompt's saved images over HTTP (/view) into `out_dir`; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image in result.images():
+        if image.get("type") != "output":
+            continue
+        query = urllib.parse.urlencode({k: image.get(k, "") for k in ("filename", "subfolder", "type")})
+        target = out_dir / Path(image["filename"]).name
+        tmp = target.with_name(f".{target.name}.part")
+        with urllib.request.urlopen(f"{server.rstrip('/')}/view?{query}", timeout=60) as response:
+            tmp.write_bytes(response.read())
+        os.replace(tmp, target)
+        paths.append(target)
+    return paths

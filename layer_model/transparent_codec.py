@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .alpha import fill_transparent_rgb
+from .alpha import composite_on_grey, fill_transparent_rgb
 from .transparent_vae import TransparencyEncoder, TransparentDecoder
 
 LATENT_SCALE = 8  # pixels per latent cell of the SD1.5/SDXL VAE
@@ -162,11 +162,11 @@ def decode_rgba_reference(
 def encoder_inputs(rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(RGB for the normal VAE, input for the transparency encoder) from straight RGB and alpha.
 
-    The normal VAE sees the colour-filled RGB: invisible pixels carry the colour bled from
-    visible ones, as the method trains it. The encoder sees alpha stacked on that RGB.
+    The normal VAE sees the image composited on 50% grey, as the published encoders were used;
+    the transparency encoder sees alpha stacked on the colour-filled RGB (invisible pixels carry
+    colour bled from the visible ones), which is what it was trained on.
     """
-    filled = fill_transparent_rgb(rgb, alpha)
-    return filled, torch.cat([alpha, filled], dim=1)
+    return composite_on_grey(rgb, alpha), torch.cat([alpha, fill_transparent_rgb(rgb, alpha)], dim=1)
 
 
 @torch.inference_mode()

@@ -8,6 +8,7 @@ renamed into place, so no partial or unverified file is ever left where a loader
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -27,6 +28,8 @@ OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetc
 FOLDER_NAME = "layer_model"
 
 SDXL, SD15 = "SDXL", "SD1.5"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def download(weight: WeightFile, folder: str, progress: Progress | None = None, 
         )
     os.makedirs(folder, exist_ok=True)
     final_path = os.path.join(folder, weight.name)
+    log.info("Downloading %s (%s) from %s into %s", weight.name, weight.description, weight.url, folder)
     fd, tmp_path = tempfile.mkstemp(prefix=f".{weight.name}.", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:

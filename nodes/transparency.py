@@ -185,10 +185,10 @@ class LayerDiffuseEncode:
         rgb, alpha = split_alpha(image, mask)
         pixels = vae.vae_encode_crop_pixels(torch.cat([rgb, alpha], dim=-1))
         rgb, alpha = _to_bchw(pixels[..., :3]), _to_bchw(pixels[..., 3:])
-        filled, encoder_input = encoder_inputs(rgb.float(), alpha.float())
+        vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float())
         encoder = host.prepare(host.load_codec("encoder", base))
         offset = encode_offset(encoder, encoder_input)
-        mean, std = host.vae_posterior(vae, _to_bhwc(filled))
+        mean, std = host.vae_posterior(vae, _to_bhwc(vae_rgb))
         return ({"samples": offset_latent(mean, std, offset)},)
 
 

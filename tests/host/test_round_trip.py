@@ -2,8 +2,8 @@
 
 No published weights can be downloaded here, so the test first teaches a transparency encoder (the
 published architecture) and a narrow decoder to pass alpha through a real host VAE's latent, then
-measures how well the pack's own encode and decode paths (colour fill, posterior std scaling,
-padding, 8-way TTA) bring alpha back on images never seen in training.
+measures how well the pack's own encode and decode paths (grey composite and colour fill, posterior
+std scaling, padding, 8-way TTA) bring alpha back on images never seen in training.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ SIZE = 32  # training size; evaluation uses 40 px, which the decoder must pad (t
 NARROW = DecoderConfig(block_channels=(8, 16, 16, 32, 32), attention_blocks=1)  # fast to train on a CPU
 
 
-def _posterior(vae, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = host.vae_posterior(vae, filled.movedim(1, -1))
+def _posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = host.vae_posterior(vae, pixels.movedim(1, -1))
     return mean.clone(), std.clone()  # leave inference mode: these feed an autograd graph
 
 
@@ -33,13 +33,13 @@ def _train(vae, steps: int = 150, batch: int = 8) -> tuple[TransparencyEncoder, 
     optimiser = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=2e-3)
     for _ in range(steps):
         rgba = random_rgba(batch, SIZE, generator)
-        filled, encoder_input = encoder_inputs(rgba[:, :3], rgba[:, 3:])
-        mean, std = _posterior(vae, filled)
+        vae_rgb, encoder_input = encoder_inputs(rgba[:, :3], rgba[:, 3:])
+        mean, std = _posterior(vae, vae_rgb)
         latent = offset_latent(mean, std, encoder(encoder_input))
         decoded = vae.decode(latent.detach()).movedim(-1, 1).clone()
         prediction = decoder(decoded, latent)
         loss = torch.nn.functional.mse_loss(prediction[:, :1], rgba[:, 3:]) \
-            + 0.1 * torch.nn.functional.mse_loss(prediction[:, 1:], filled)
+            + 0.1 * torch.nn.functional.mse_loss(prediction[:, 1:], encoder_input[:, 1:])  # straight, filled RGB
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

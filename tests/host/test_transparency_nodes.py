@@ -109,13 +109,14 @@ def test_encode_adds_the_offset_to_the_host_vae_mean(sd15_codecs):
     assert latent["samples"].shape == (1, 4, 8, 8)
 
     # With a zero offset (the published encoder's output layer starts at zero) the latent is exactly
-    # the posterior mean, which is what the host's own VAE.encode returns for the same filled colour.
+    # the posterior mean, which is what the host's own VAE.encode returns for the grey composite.
     zero = fixtures.random_encoder_state(zero_last=True)
     fixtures._save(zero, sd15_codecs / "layer_sd15_vae_transparent_encoder.safetensors")
     (mean_only,) = Encode().encode(image, vae, "SD1.5")
     from comfyui_layer_sketch.layer_model.transparent_codec import encoder_inputs
-    filled, _ = encoder_inputs(image[..., :3].movedim(-1, 1), image[..., 3:].movedim(-1, 1))
-    torch.testing.assert_close(mean_only["samples"], vae.encode(filled.movedim(1, -1)), atol=1e-4, rtol=1e-4)
+    on_grey, _ = encoder_inputs(image[..., :3].movedim(-1, 1), image[..., 3:].movedim(-1, 1))
+    torch.testing.assert_close(on_grey, 0.5 + (image[..., :3] - 0.5).movedim(-1, 1) * image[..., 3:].movedim(-1, 1))
+    torch.testing.assert_close(mean_only["samples"], vae.encode(on_grey.movedim(1, -1)), atol=1e-4, rtol=1e-4)
     assert (latent["samples"] - mean_only["samples"]).abs().max() > 1e-3
 
 
