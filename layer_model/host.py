@@ -5,6 +5,7 @@ Everything else in the package is plain torch and can be read and tested without
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ import folder_paths
 import torch
 
 from . import weights
+from .transparent_codec import decode_rgba, encode_offset, encoder_inputs, offset_latent
 from .transparent_vae import TransparencyEncoder, TransparentDecoder
 
 BASE_CHOICES = (weights.SDXL, weights.SD15)
@@ -186,3 +188,35 @@ def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[t
             means.append(mean.to(mm.intermediate_device()))
             stds.append(torch.exp(0.5 * logvar.clamp(-30.0, 20.0)).to(mm.intermediate_device()))
     return torch.cat(means), torch.cat(stds)
+
+
+def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmentations: int,
+                      sub_batch_size: int) -> torch.Tensor:
+    """RGBA [B,4,H,W] from latents and their VAE-decoded RGB [B,3,H,W], run the host's way.
+
+    The decoder is loaded through model management with room for its activations, shows a host
+    progress bar, and on running out of memory retries with fewer passes at once, as VAE Decode does.
+    """
+    patcher = load_codec("decoder", base)
+    height, width = rgb.shape[-2:]
+    passes = min(sub_batch_size, rgb.shape[0] * augmentations)
+    while True:
+        decoder = prepare(patcher, working_memory=passes * decoder_pass_bytes(patcher, height, width))
+        passes = min(passes, decoder_passes_that_fit(patcher, height, width))
+        bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
+        try:
+            return decode_rgba(decoder, rgb, latent.float(), augmentations, passes, progress=bar.update)
+        except mm.OOM_EXCEPTION:
+            if passes == 1:
+                raise
+            passes //= 2
+            logging.warning("Transparent decode ran out of memory; retrying with %d passes at once", passes)
+            mm.soft_empty_cache()
+
+
+def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, base: str) -> torch.Tensor:
+    """The transparent latent for straight RGB [B,3,H,W] and alpha [B,1,H,W] (sides multiples of 8)."""
+    vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float())
+    offset = encode_offset(prepare(load_codec("encoder", base)), encoder_input)
+    mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1))
+    return offset_latent(mean, std, offset)

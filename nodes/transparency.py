@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import comfy.model_management as mm
-import comfy.utils
 import torch
 
 from ..layer_model import host
 from ..layer_model.alpha import preview_on_checkerboard
-from ..layer_model.transparent_codec import (
-    AUGMENTATIONS,
-    check_latent_matches_image,
-    decode_rgba,
-    encode_offset,
-    encoder_inputs,
-    offset_latent,
-)
+from ..layer_model.transparent_codec import AUGMENTATIONS, check_latent_matches_image
 
 CATEGORY = "layer_diffuse"
 
@@ -47,28 +37,6 @@ def _to_bchw(image: torch.Tensor) -> torch.Tensor:
 
 def _to_bhwc(image: torch.Tensor) -> torch.Tensor:
     return image.movedim(1, -1)
-
-
-def decode_batch(samples: torch.Tensor, images: torch.Tensor, base: str, augmentations: int,
-                 sub_batch_size: int) -> torch.Tensor:
-    """RGBA [B,4,H,W] for a batch, with the host's model management and a host progress bar."""
-    rgb = _to_bchw(images[..., :3]).float()
-    check_latent_matches_image(rgb, samples)  # before any weight is loaded or downloaded
-    patcher = host.load_codec("decoder", base)
-    height, width = rgb.shape[-2:]
-    passes = min(sub_batch_size, rgb.shape[0] * augmentations)
-    while True:
-        decoder = host.prepare(patcher, working_memory=passes * host.decoder_pass_bytes(patcher, height, width))
-        passes = min(passes, host.decoder_passes_that_fit(patcher, height, width))
-        bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
-        try:
-            return decode_rgba(decoder, rgb, samples.float(), augmentations, passes, progress=bar.update)
-        except mm.OOM_EXCEPTION:
-            if passes == 1:
-                raise
-            passes //= 2  # as the host does for VAE decoding: retry with less at once
-            logging.warning("Layer Diffuse Decode ran out of memory; retrying with %d passes at once", passes)
-            mm.soft_empty_cache()
 
 
 def _outputs(rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,7 +73,9 @@ class LayerDiffuseDecode:
 
     def decode(self, samples, images, sd_version, augmentations, sub_batch_size, model=None):
         base = host.resolve_base(sd_version, model)
-        rgba = decode_batch(samples["samples"], images, base, int(augmentations), sub_batch_size)
+        rgb, latent = _to_bchw(images[..., :3]).float(), samples["samples"]
+        check_latent_matches_image(rgb, latent)  # before any weight is loaded or downloaded
+        rgba = host.decode_rgba_batch(latent, rgb, base, int(augmentations), sub_batch_size)
         return _outputs(rgba)
 
 
@@ -140,15 +110,15 @@ class LayerDiffuseDecodeSplit:
 
     def decode(self, samples, images, layers, sd_version, augmentations, sub_batch_size, model=None):
         base = host.resolve_base(sd_version, model)
-        latent = samples["samples"]
-        check_latent_matches_image(_to_bchw(images), latent)
+        rgb, latent = _to_bchw(images[..., :3]).float(), samples["samples"]
+        check_latent_matches_image(rgb, latent)
         if latent.shape[0] % layers:
             raise ValueError(
                 f"The batch holds {latent.shape[0]} images, which is not a multiple of {layers} layers per sample. "
                 f"Set 'layers' to the number of layers the model generated per sample, or the batch size to a "
                 f"multiple of {layers}."
             )
-        rgba = decode_batch(latent[0::layers], images[0::layers], base, int(augmentations), sub_batch_size)
+        rgba = host.decode_rgba_batch(latent[0::layers], rgb[0::layers], base, int(augmentations), sub_batch_size)
         first, mask, preview = _outputs(rgba)
         second = images[1::layers]
         third = images[2::layers] if layers == 3 else second
@@ -185,11 +155,7 @@ class LayerDiffuseEncode:
         rgb, alpha = split_alpha(image, mask)
         pixels = vae.vae_encode_crop_pixels(torch.cat([rgb, alpha], dim=-1))
         rgb, alpha = _to_bchw(pixels[..., :3]), _to_bchw(pixels[..., 3:])
-        vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float())
-        encoder = host.prepare(host.load_codec("encoder", base))
-        offset = encode_offset(encoder, encoder_input)
-        mean, std = host.vae_posterior(vae, _to_bhwc(vae_rgb))
-        return ({"samples": offset_latent(mean, std, offset)},)
+        return ({"samples": host.encode_rgba(vae, rgb, alpha, base)},)
 
 
 def split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
