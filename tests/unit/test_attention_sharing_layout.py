@@ -1,0 +1,86 @@
+"""The SD1.5 attention-sharing modules match the published files key for key, shape for shape."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from comfyui_layer_sketch.layer_model.attention_sharing import (
+    SD15_ATTENTION_PATHS,
+    AttentionSharingLayers,
+    SharingState,
+)
+from torch import nn
+
+MANIFEST = Path(__file__).resolve().parent.parent / "data" / "sd15_attention_sharing.txt"
+SD15_DIMS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
+
+
+def _manifests() -> dict[str, tuple[dict[str, tuple[int, ...]], int]]:
+    sections, current = {}, None
+    for line in MANIFEST.read_text().splitlines():
+        if line.startswith("==="):
+            name = re.search(r"\((\w)\)", line).group(1)
+            current = ({}, int(re.search(r"n_params=(\d+)", line).group(1)))
+            sections[name] = current
+        elif line.strip():
+            key, shape = line.split(" ", 1)
+            current[0][key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return sections
+
+
+class FakeAttention(nn.Module):
+    """The host's CrossAttention layout: to_q/to_k/to_v without bias, to_out = [Linear, Dropout]."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int = 8) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(context_dim, dim, bias=False)
+        self.to_v = nn.Linear(context_dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+
+    def forward(self, x, context=None, value=None, transformer_options=None):
+        context = x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context if value is None else value)
+        b, n, c = q.shape
+        heads = [t.view(b, t.shape[1], self.heads, c // self.heads).transpose(1, 2) for t in (q, k, v)]
+        out = torch.nn.functional.scaled_dot_product_attention(*heads)
+        return self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, n, c)))
+
+
+def sd15_attention_modules() -> list[FakeAttention]:
+    return [FakeAttention(dim, dim if attn == "attn1" else 768) for dim in SD15_DIMS for attn in ("attn1", "attn2")]
+
+
+@pytest.mark.parametrize("section, frames, control", [("a", 1, False), ("b", 3, False), ("c", 2, True)])
+def test_state_dict_equals_published_manifest(section, frames, control):
+    expected, n_params = _manifests()[section]
+    layers = AttentionSharingLayers(sd15_attention_modules(), frames, control, SharingState())
+    shapes = {k: tuple(v.shape) for k, v in layers.state_dict().items()}
+    assert shapes == expected
+    assert sum(v.numel() for v in layers.state_dict().values()) == n_params
+
+
+def test_unit_order_follows_the_published_paths():
+    assert len(SD15_ATTENTION_PATHS) == 32
+    assert SD15_ATTENTION_PATHS[0] == "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1"
+    assert SD15_ATTENTION_PATHS[13] == "diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2"
+    assert SD15_ATTENTION_PATHS[30] == "diffusion_model.middle_block.1.transformer_blocks.0.attn1"
+
+
+def test_zero_weight_or_inactive_unit_is_the_original_attention():
+    torch.manual_seed(0)
+    original = FakeAttention(64, 64)
+    state = SharingState(weight=0.0)
+    layers = AttentionSharingLayers([original], 3, False, state)
+    x = torch.randn(6, 10, 64)
+    unit = layers.units[0]
+    expected = original(x)
+    torch.testing.assert_close(unit(x, transformer_options={}), expected)
+    state.weight, state.active = 1.0, False
+    torch.testing.assert_close(unit(x, transformer_options={}), expected)
+    state.active = True  # active units take any keyword the host may add, and change the result
+    assert (unit(x, transformer_options={}, some_future_keyword=1) - expected).abs().max() > 1e-3
