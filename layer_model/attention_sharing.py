@@ -62,13 +62,31 @@ class LoRA(nn.Module):
 
 @dataclass
 class SharingState:
-    """What the host tells the units for the current step; set before each UNet call."""
+    """Settings the units share. Per-step facts (sigma, which rows are unconditional) come with each call
+    in the host's `transformer_options` ("sigmas", "cond_or_uncond")."""
 
     weight: float = 1.0
-    active: bool = True  # False outside the chosen sigma range: the original attention runs
-    cond_mark: torch.Tensor | None = None  # [batch] 1.0 for unconditional rows, 0.0 for conditional
+    sigma_start: float = float("inf")  # active while sigma_end <= sigma <= sigma_start
+    sigma_end: float = 0.0
     context_per_frame: Sequence[torch.Tensor | None] = ()  # per-frame prompt for conditional rows
     control: dict[int, torch.Tensor] = field(default_factory=dict)  # token count -> [b, 256, h, w]
+
+    def active(self, options: dict) -> bool:
+        if self.weight == 0.0:
+            return False
+        sigmas = options.get("sigmas")
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.max())
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    @staticmethod
+    def uncond_mark(options: dict, batch: int) -> torch.Tensor | None:
+        """[batch] 1.0 for unconditional rows, 0.0 for conditional ones (the host batches cond/uncond chunks)."""
+        chunks = options.get("cond_or_uncond")
+        if not chunks or batch % len(chunks):
+            return None
+        return torch.tensor(chunks, dtype=torch.float32).repeat_interleave(batch // len(chunks))
 
 
 class AttentionSharingUnit(nn.Module):
@@ -102,11 +120,21 @@ class AttentionSharingUnit(nn.Module):
     def original(self) -> nn.Module:
         return self._original[0]
 
+    def attach(self) -> None:
+        """Register the original projections as this unit's own children, under their own names.
+
+        Once the unit replaces the attention module in the UNet, the projections keep their state-dict
+        paths (`...attn1.to_q.weight`), so host weight patches and device moves still reach them.
+        """
+        for name in ("to_q", "to_k", "to_v", "to_out"):
+            setattr(self, name, getattr(self.original, name))
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 **host_kwargs) -> torch.Tensor:
         """Same signature as the host's attention; keywords it adds (transformer_options, ...) pass through."""
         state = self._state
-        if not state.active or state.weight == 0.0:
+        options = host_kwargs.get("transformer_options") or {}
+        if not state.active(options):
             return self.original(x, context=context, value=value, **host_kwargs)
         if x.shape[0] % self.frames:
             raise ValueError(f"attention sharing needs a batch that is a multiple of {self.frames} frames, "
@@ -114,7 +142,8 @@ class AttentionSharingUnit(nn.Module):
         framed = x.unflatten(0, (-1, self.frames)).transpose(0, 1)  # [frames, b, tokens, c]
         if self.control_convs is not None:
             framed = framed + state.weight * self._control(framed)
-        attended = torch.stack([self._frame_attention(framed[f], f, context, state) for f in range(self.frames)])
+        mark = state.uncond_mark(options, x.shape[0])
+        attended = torch.stack([self._frame_attention(framed[f], f, context, mark) for f in range(self.frames)])
         hidden = (framed + attended).transpose(0, 1).flatten(0, 1)  # back to [(b f), tokens, c]
         hidden = hidden + state.weight * self._temporal(hidden)
         return hidden - x
@@ -126,37 +155,52 @@ class AttentionSharingUnit(nn.Module):
             raise ValueError(f"no control signal for {tokens} tokens: the control image must have the size of "
                              "the generated image (8x the latent)")
         signal = signal.to(framed)
-        return torch.stack([conv(signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
+        return torch.stack([_apply(conv, signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
 
-    def _merged(self, linear: nn.Module, lora: LoRA, weight: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-        merged = linear.weight + weight * lora.delta().to(linear.weight)
-        return merged, linear.bias
+    def _projection(self, x: torch.Tensor, linear: nn.Module, lora: LoRA) -> torch.Tensor:
+        weight = linear.weight.to(x) + self._state.weight * lora.delta().to(x)
+        return F.linear(x, weight, None if linear.bias is None else linear.bias.to(x))
 
     def _frame_attention(self, hidden: torch.Tensor, f: int, context: torch.Tensor | None,
-                         state: SharingState) -> torch.Tensor:
+                         uncond_mark: torch.Tensor | None) -> torch.Tensor:
         if context is None:
             frame_context = hidden
         else:
             frame_context = context.unflatten(0, (-1, self.frames))[:, f]
-            overwrite = state.context_per_frame[f] if f < len(state.context_per_frame) else None
-            if overwrite is not None and state.cond_mark is not None:
-                mark = state.cond_mark.unflatten(0, (-1, self.frames))[:, f].to(hidden)[:, None, None]
-                frame_context = overwrite.to(hidden) * (1.0 - mark) + frame_context * mark
-        original, w = self.original, state.weight
-        q = F.linear(hidden, *self._merged(original.to_q, self.to_q_lora[f], w))
-        k = F.linear(frame_context, *self._merged(original.to_k, self.to_k_lora[f], w))
-        v = F.linear(frame_context, *self._merged(original.to_v, self.to_v_lora[f], w))
-        out = self._attention(q, k, v, self.heads)
-        out = F.linear(out, *self._merged(original.to_out[0], self.to_out_lora[f], w))
+            per_frame = self._state.context_per_frame
+            overwrite = per_frame[f] if f < len(per_frame) else None
+            if overwrite is not None and uncond_mark is not None:
+                keep = uncond_mark.unflatten(0, (-1, self.frames))[:, f].to(hidden)[:, None, None]
+                frame_context = overwrite.to(hidden) * (1.0 - keep) + frame_context * keep
+        original = self.original
+        q = self._projection(hidden, original.to_q, self.to_q_lora[f])
+        k = self._projection(frame_context, original.to_k, self.to_k_lora[f])
+        v = self._projection(frame_context, original.to_v, self.to_v_lora[f])
+        out = self._projection(self._attention(q, k, v, self.heads), original.to_out[0], self.to_out_lora[f])
         return original.to_out[1](out)
 
     def _temporal(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = self.temporal_i(self.temporal_n(hidden))
+        x = _apply(self.temporal_i, _apply(self.temporal_n, hidden))
         tokens = x.shape[1]
         x = x.unflatten(0, (-1, self.frames)).transpose(1, 2).flatten(0, 1)  # [(b tokens), frames, c]
-        x = self._attention(self.temporal_q(x), self.temporal_k(x), self.temporal_v(x), self.heads)
-        x = self.temporal_o(x)
+        q, k, v = (_apply(layer, x) for layer in (self.temporal_q, self.temporal_k, self.temporal_v))
+        x = _apply(self.temporal_o, self._attention(q, k, v, self.heads))
         return x.unflatten(0, (-1, tokens)).transpose(1, 2).flatten(0, 1)
+
+
+def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run a layer in the input's dtype and device, whatever the unit's parameters are stored in."""
+    if isinstance(module, nn.Linear):
+        return F.linear(x, module.weight.to(x), module.bias.to(x))
+    if isinstance(module, nn.LayerNorm):
+        return F.layer_norm(x, module.normalized_shape, module.weight.to(x), module.bias.to(x), module.eps)
+    if isinstance(module, nn.Conv2d):
+        return F.conv2d(x, module.weight.to(x), module.bias.to(x), module.stride, module.padding)
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x = _apply(layer, x)
+        return x
+    return module(x)
 
 
 class ControlEncoder(nn.Module):
@@ -202,3 +246,21 @@ class AttentionSharingLayers(nn.Module):
     @property
     def units(self) -> list[AttentionSharingUnit]:
         return list(self.hookers.layers)
+
+
+def attention_paths(unet: nn.Module, prefix: str = "diffusion_model") -> list[str]:
+    """Paths of every transformer block's attn1/attn2, in the order of the published units.
+
+    Input blocks first, then output blocks, the middle block last; for the SD1.5 UNet this is
+    `SD15_ATTENTION_PATHS`. Smaller UNets of the same design get their own list.
+    """
+    blocks = [(name, module) for name, module in unet.named_modules()
+              if hasattr(module, "attn1") and hasattr(module, "attn2")]
+    order = {"input_blocks": 0, "output_blocks": 1, "middle_block": 2}
+
+    def rank(name: str) -> tuple[int, int]:
+        parts = name.split(".")
+        return order.get(parts[0], 3), int(parts[1]) if parts[0] != "middle_block" else 0
+
+    ordered = sorted(blocks, key=lambda item: rank(item[0]))
+    return [f"{prefix}.{name}.{attn}" for name, _ in ordered for attn in ("attn1", "attn2")]

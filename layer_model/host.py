@@ -108,21 +108,26 @@ def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
 
 
 def _build(kind: str, weight: weights.WeightFile, path: str) -> torch.nn.Module:
-    state = weights.load_state_dict(path)
     module = _KINDS[kind]()
+    load_strict(module, weights.load_state_dict(path), path, weight)
+    return module.eval().requires_grad_(False)
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str,
+                weight: weights.WeightFile) -> None:
+    """Load a published file into `module`, key for key and shape for shape, or say what is wrong."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or wrong_shape:
         raise weights.WeightFileError(
-            f"{path} does not hold a LayerDiffusion transparent {kind} ({len(missing)} tensors missing, "
+            f"{path} does not hold {weight.description} ({len(missing)} tensors missing, "
             f"{len(unexpected)} unexpected, {len(wrong_shape)} of the wrong shape; e.g. "
-            f"{(missing + unexpected + wrong_shape)[:3]}). Expected the published {weight.name} "
-            f"({weight.description}); replace the file with that one."
+            f"{(missing + unexpected + wrong_shape)[:3]}). Expected the published {weight.name}; "
+            "replace the file with that one."
         )
     module.load_state_dict(state, strict=True)
-    return module.eval().requires_grad_(False)
 
 
 def prepare(patcher: comfy.model_patcher.ModelPatcher, working_memory: int = 0) -> torch.nn.Module:

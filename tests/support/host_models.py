@@ -17,13 +17,21 @@ TINY_SD15_UNET = {
     "use_linear_in_transformer": False, "context_dim": 768, "adm_in_channels": None,
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
-TINY_SDXL_UNET = {
+TINY_SDXL_UNET = {  # SDXL uses 64-channel attention heads: 64 is the smallest width with one head
     "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
-    "model_channels": 32, "num_res_blocks": [1, 1, 1], "channel_mult": [1, 2, 2],
+    "model_channels": 64, "num_res_blocks": [1, 1, 1], "channel_mult": [1, 2, 2],
     "transformer_depth": [0, 0, 1, 1, 1, 1], "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1],
     "transformer_depth_middle": 1, "use_spatial_transformer": True, "legacy": False,
     "use_linear_in_transformer": True, "context_dim": 2048, "adm_in_channels": 2816,
     "num_classes": "sequential", "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+SD15_FULL_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 768,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_temporal_attention": False, "use_temporal_resblock": False,
 }
 SMALL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
              "ch_mult": [1, 2, 4, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}

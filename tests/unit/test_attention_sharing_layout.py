@@ -71,7 +71,7 @@ def test_unit_order_follows_the_published_paths():
     assert SD15_ATTENTION_PATHS[30] == "diffusion_model.middle_block.1.transformer_blocks.0.attn1"
 
 
-def test_zero_weight_or_inactive_unit_is_the_original_attention():
+def test_zero_weight_or_out_of_range_unit_is_the_original_attention():
     torch.manual_seed(0)
     original = FakeAttention(64, 64)
     state = SharingState(weight=0.0)
@@ -80,7 +80,15 @@ def test_zero_weight_or_inactive_unit_is_the_original_attention():
     unit = layers.units[0]
     expected = original(x)
     torch.testing.assert_close(unit(x, transformer_options={}), expected)
-    state.weight, state.active = 1.0, False
-    torch.testing.assert_close(unit(x, transformer_options={}), expected)
-    state.active = True  # active units take any keyword the host may add, and change the result
-    assert (unit(x, transformer_options={}, some_future_keyword=1) - expected).abs().max() > 1e-3
+    state.weight, state.sigma_start, state.sigma_end = 1.0, 4.0, 1.0  # active for sigmas in [1, 4]
+    late = {"sigmas": torch.tensor([0.5])}
+    torch.testing.assert_close(unit(x, transformer_options=late), expected)
+    during = {"sigmas": torch.tensor([2.0]), "cond_or_uncond": [0, 1]}
+    # active units take any keyword the host may add, and change the result
+    assert (unit(x, transformer_options=during, some_future_keyword=1) - expected).abs().max() > 1e-3
+
+
+def test_uncond_mark_follows_the_hosts_chunks():
+    mark = SharingState.uncond_mark({"cond_or_uncond": [1, 0]}, 6)
+    assert mark.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert SharingState.uncond_mark({}, 6) is None

@@ -1,0 +1,122 @@
+"""Host side of the UNet patches: SDXL weight deltas and SD1.5 attention sharing on a MODEL clone.
+
+Like `host.py`, this imports ComfyUI; everything it applies is built by the plain-torch modules.
+Patches go through the host's own APIs only (`clone`, `add_patches`, `add_object_patch`), so the
+loaded base model is never changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import comfy.ldm.modules.attention as host_attention
+import comfy.model_patcher
+import comfy.utils
+import torch
+from comfy.weight_adapter import LoRAAdapter
+
+from . import host, weights
+from .attention_sharing import AttentionSharingLayers, AttentionSharingUnit, SharingState, attention_paths
+from .modes import LayerMode
+from .unet_patches import CONV_IN, WeightDelta, parse_unet_patches
+
+ModelPatcher = comfy.model_patcher.ModelPatcher
+
+
+def check_mode_fits(model: ModelPatcher, mode: LayerMode) -> None:
+    """Refuse, before any file is read, a mode made for another base model."""
+    base = host.base_from_model(model)
+    if base != mode.base:
+        raise ValueError(f"'{mode.name}' is made for {mode.base} models, but the connected MODEL is {base}. "
+                         f"Choose one of the {base} modes (or 'auto').")
+
+
+def _weight_file_path(mode: LayerMode) -> str:
+    weight = weights.REGISTRY[mode.file]
+    return weights.ensure(weight, host.layer_model_folders(), host._download_progress())
+
+
+def sigma_range(model: ModelPatcher, start_percent: float, end_percent: float) -> tuple[float, float]:
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise ValueError(f"start_percent ({start_percent}) and end_percent ({end_percent}) must satisfy "
+                         "0 <= start <= end <= 1.")
+    sampling = model.get_model_object("model_sampling")
+    start = float("inf") if start_percent == 0.0 else float(sampling.percent_to_sigma(start_percent))
+    end = 0.0 if end_percent == 1.0 else float(sampling.percent_to_sigma(end_percent))
+    return start, end
+
+
+def _host_patch(key: str, delta: WeightDelta):
+    if delta.is_lora:
+        return LoRAAdapter(set(), (delta.up, delta.down, None, None, None, None))
+    # conv_in of the layer models is wider than the model's: the host pads the weight to fit.
+    return ("diff", (delta.diff, {"pad_weight": key == CONV_IN}))
+
+
+def _check_fits(deltas: dict[str, WeightDelta], model: ModelPatcher, name: str) -> None:
+    model_weights = model.model.state_dict()
+    misfits = []
+    for key, delta in deltas.items():
+        target = model_weights.get(key)
+        if target is None:
+            misfits.append(f"{key} (not in this model)")
+        elif key != CONV_IN and tuple(delta.dense().shape) != tuple(target.flatten(1).shape
+                                                                    if delta.is_lora else target.shape):
+            misfits.append(f"{key} ({tuple(delta.dense().shape)} vs {tuple(target.shape)})")
+    if misfits:
+        raise ValueError(f"{name} does not fit the connected model: {len(misfits)} of its {len(deltas)} weights "
+                         f"have no counterpart of that shape, e.g. {misfits[:2]}. The file may be damaged, or the "
+                         "checkpoint is not a standard SDXL model.")
+
+
+def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float) -> ModelPatcher:
+    """A clone of `model` with the mode's LoRA/diff weights added at `strength`."""
+    check_mode_fits(model, mode)
+    path = _weight_file_path(mode)
+    deltas = parse_unet_patches(weights.load_state_dict(path), path)
+    _check_fits(deltas, model, path)
+    patched = model.clone()
+    patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
+    return patched
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    return host_attention.optimized_attention(q, k, v, heads)
+
+
+def _original_attention(model: ModelPatcher, path: str) -> torch.nn.Module:
+    """The host's own attention module at `path`, even while another clone's units are patched in.
+
+    The host leaves a sampled clone's object patches in place until it loads another model, so the
+    module found there may be a unit of an earlier run; units keep the module they replaced.
+    """
+    module = comfy.utils.get_attr(model.model, path)
+    while isinstance(module, AttentionSharingUnit):
+        module = module.original
+    return module
+
+
+def apply_attention_sharing(model: ModelPatcher, mode: LayerMode, strength: float, start_percent: float = 0.0,
+                            end_percent: float = 1.0, contexts: Sequence[torch.Tensor | None] = (),
+                            control_image: torch.Tensor | None = None) -> ModelPatcher:
+    """A clone of `model` whose attention modules are replaced by the mode's attention-sharing units."""
+    check_mode_fits(model, mode)
+    sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
+    paths = attention_paths(model.model.diffusion_model)
+    originals = [_original_attention(model, path) for path in paths]
+    state = SharingState(weight=strength, sigma_start=sigma_start, sigma_end=sigma_end,
+                         context_per_frame=list(contexts))
+    layers = AttentionSharingLayers(originals, mode.frames, mode.use_control, state, attention=_attention)
+    path = _weight_file_path(mode)
+    host.load_strict(layers, weights.load_state_dict(path), path, weights.REGISTRY[mode.file])
+    dtype = model.model.get_dtype()
+    for unit in layers.units:
+        unit.to(dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16)
+        unit.attach()  # after the cast: the projections are the UNet's own and keep their dtype
+    if control_image is not None:
+        with torch.inference_mode():
+            state.control = {k: v.clone() for k, v in layers.kwargs_encoder.float()(control_image.float()).items()}
+    patched = model.clone()
+    for unit_path, unit in zip(paths, layers.units, strict=True):
+        patched.add_object_patch(unit_path, unit)
+    return patched

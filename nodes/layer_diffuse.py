@@ -1,0 +1,53 @@
+"""Nodes that turn an SDXL or SD1.5 MODEL into a transparent-image / layer generator."""
+
+from __future__ import annotations
+
+from ..layer_model import host, host_patches
+from ..layer_model.modes import AUTO, TRANSPARENT_MODES, transparent_mode
+
+CATEGORY = "layer_diffuse"
+
+WEIGHT = ("FLOAT", {"default": 1.0, "min": -1.0, "max": 3.0, "step": 0.01,
+                    "tooltip": "Strength of the LayerDiffusion patch: 1 is as published, 0 leaves the model as it "
+                               "was; in between blends, above 1 exaggerates."})
+START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                   "tooltip": "Fraction of sampling after which the patch starts acting (0 = from the first step)."})
+END = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                 "tooltip": "Fraction of sampling after which the patch stops acting ('stop at'; 1 = to the end)."})
+MODEL_OUT_TOOLTIP = "A patched copy of the model; the model you connected is left unchanged."
+
+
+class LayerDiffuseApply:
+    DESCRIPTION = ("Makes the model generate images with real transparency (decode them with Layer Diffuse "
+                   "Decode). Works on SDXL and SD1.5 checkpoints; the weights download on first use.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SDXL or SD1.5 model (from Load Checkpoint)."}),
+                "mode": ([AUTO] + [m.name for m in TRANSPARENT_MODES], {
+                    "default": AUTO,
+                    "tooltip": "'auto' picks the mode for the connected model: attention injection for SDXL, "
+                               "attention sharing for SD1.5. Conv injection (SDXL) keeps prompts a little "
+                               "less faithful but works with more fine-tunes."}),
+                "weight": WEIGHT,
+            },
+            "optional": {"start_percent": START, "end_percent": END},
+        }
+
+    def apply(self, model, mode, weight, start_percent=0.0, end_percent=1.0):
+        chosen = transparent_mode(mode, host.base_from_model(model))
+        if chosen.kind == "weights":
+            if (start_percent, end_percent) != (0.0, 1.0):
+                raise ValueError(
+                    "A start/end range for the SDXL weight modes is not available yet; set start_percent to 0 "
+                    "and end_percent to 1 (the SD1.5 modes take a range)."
+                )
+            return (host_patches.apply_weight_deltas(model, chosen, weight),)
+        return (host_patches.apply_attention_sharing(model, chosen, weight, start_percent, end_percent),)

@@ -1,0 +1,132 @@
+"""UNet patches on tiny SDXL- and SD1.5-shaped host models: exact weights, isolation, every knob."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.supported_models
+import comfy.utils
+import pytest
+import torch
+from comfyui_layer_sketch.layer_model.attention_sharing import SD15_ATTENTION_PATHS, attention_paths
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+from support import layer_files
+from support.host_models import tiny_model
+
+Apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]
+XL_ATTN, XL_CONV = "SDXL transparent (attention injection)", "SDXL transparent (conv injection)"
+SD15_ATTN = "SD1.5 transparent (attention sharing)"
+
+
+def _conds(model, batch: int = 1):
+    generator = torch.Generator().manual_seed(5)
+    if isinstance(model.model.model_config, comfy.supported_models.SDXL):
+        extra = {"pooled_output": torch.randn(1, 1280, generator=generator)}
+        return ([[torch.randn(1, 77, 2048, generator=generator), extra]],
+                [[torch.zeros(1, 77, 2048), {"pooled_output": torch.zeros(1, 1280)}]])
+    return [[torch.randn(1, 77, 768, generator=generator), {}]], [[torch.zeros(1, 77, 768), {}]]
+
+
+def sample(model, batch: int = 1, seed: int = 1, steps: int = 3) -> torch.Tensor:
+    latent = torch.zeros(batch, 4, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    positive, negative = _conds(model)
+    return comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", positive, negative, latent,
+                               seed=seed, disable_pbar=True)
+
+
+@pytest.fixture
+def sdxl():
+    return tiny_model("SDXL")
+
+
+@pytest.fixture
+def sd15():
+    return tiny_model("SD15")
+
+
+def test_sdxl_attention_lora_adds_exactly_up_times_down(layer_folder, sdxl):
+    lora = layer_files.sdxl_attention_lora(sdxl)
+    layer_files.save(lora, layer_folder / "layer_xl_transparent_attn.safetensors")
+    key = "diffusion_model.output_blocks.2.1.transformer_blocks.0.attn1.to_k.weight"
+    base_weight = comfy.utils.get_attr(sdxl.model, key).detach().clone()
+    (patched,) = Apply().apply(sdxl, XL_ATTN, 0.7)
+    patched.patch_model()
+    try:
+        merged = comfy.utils.get_attr(patched.model, key).detach().clone()
+    finally:
+        patched.unpatch_model()
+    expected = base_weight + 0.7 * lora[key + "::lora::0"] @ lora[key + "::lora::1"]
+    torch.testing.assert_close(merged, expected, rtol=0, atol=1e-6)
+    assert torch.equal(comfy.utils.get_attr(sdxl.model, key), base_weight), "the base model must be restored"
+    patched_keys = {k for k in patched.patches}
+    assert len(patched_keys) == len(lora) // 2 and key in patched_keys
+
+
+@pytest.mark.parametrize("mode, make", [
+    (XL_ATTN, layer_files.sdxl_attention_lora),
+    (XL_CONV, layer_files.sdxl_conv_diff),
+])
+def test_sdxl_patches_sample_and_leave_the_base_untouched(layer_folder, sdxl, mode, make):
+    name = {XL_ATTN: "layer_xl_transparent_attn.safetensors", XL_CONV: "layer_xl_transparent_conv.safetensors"}
+    layer_files.save(make(sdxl), layer_folder / name[mode])
+    before = sample(sdxl)
+    (patched,) = Apply().apply(sdxl, mode, 1.0)
+    during = sample(patched)
+    after = sample(sdxl)
+    assert torch.equal(before, after), "sampling the patched clone must not change the base model"
+    assert torch.isfinite(during).all() and (during - before).abs().max() > 1e-3
+
+
+def test_sd15_attention_sharing_samples_and_leaves_the_base_untouched(layer_folder, sd15):
+    layer_files.save(layer_files.attention_sharing(sd15, 1, False),
+                     layer_folder / "layer_sd15_transparent_attn.safetensors")
+    before = sample(sd15, batch=2)
+    (patched,) = Apply().apply(sd15, "auto", 1.0)
+    during = sample(patched, batch=2)
+    after = sample(sd15, batch=2)
+    assert torch.equal(before, after)
+    assert torch.isfinite(during).all() and (during - before).abs().max() > 1e-3
+    (off,) = Apply().apply(sd15, SD15_ATTN, 0.0)
+    assert torch.equal(sample(off, batch=2), before), "weight 0 must be the unpatched model"
+    (half,) = Apply().apply(sd15, SD15_ATTN, 0.5)
+    assert (sample(half, batch=2) - during).abs().max() > 1e-4, "the weight must act on SD1.5 too"
+
+
+def test_sd15_stop_at_changes_only_the_later_steps(layer_folder, sd15):
+    layer_files.save(layer_files.attention_sharing(sd15, 1, False),
+                     layer_folder / "layer_sd15_transparent_attn.safetensors")
+    full = sample(Apply().apply(sd15, SD15_ATTN, 1.0)[0], steps=8)
+    early = sample(Apply().apply(sd15, SD15_ATTN, 1.0, 0.0, 0.5)[0], steps=8)
+    none = sample(Apply().apply(sd15, SD15_ATTN, 1.0, 1.0, 1.0)[0], steps=8)
+    base = sample(sd15, steps=8)
+    assert (early - full).abs().max() > 1e-4 and (early - base).abs().max() > 1e-4
+    assert torch.equal(none, base), "a range that starts at the end applies the patch to no step"
+
+
+def test_mode_for_another_base_is_refused_before_reading_files(layer_folder, sdxl, sd15):
+    with pytest.raises(ValueError, match="made for SD1.5 models, but the connected MODEL is SDXL"):
+        Apply().apply(sdxl, SD15_ATTN, 1.0)
+    with pytest.raises(ValueError, match="made for SDXL models, but the connected MODEL is SD1.5"):
+        Apply().apply(sd15, XL_CONV, 1.0)
+
+
+def test_weight_file_for_other_layers_is_refused(layer_folder, sd15, sdxl):
+    layer_files.save(layer_files.attention_sharing(sd15, 3, False),  # joint file under the single-layer name
+                     layer_folder / "layer_sd15_transparent_attn.safetensors")
+    with pytest.raises(Exception, match="does not hold"):
+        Apply().apply(sd15, SD15_ATTN, 1.0)
+    layer_files.save(layer_files.sdxl_attention_lora(tiny_model("SDXL", seed=3), rank=4) |
+                     {"diffusion_model.not_a_layer.weight::diff::0": torch.zeros(3)},
+                     layer_folder / "layer_xl_transparent_attn.safetensors")
+    with pytest.raises(ValueError, match="does not fit the connected model"):
+        Apply().apply(sdxl, XL_ATTN, 1.0)
+
+
+def test_attention_order_on_the_real_sd15_layout():
+    from support.host_models import SD15_FULL_UNET
+    config = comfy.supported_models.SD15(dict(SD15_FULL_UNET))
+    with torch.device("meta"):
+        base = config.get_model({}, "", device=torch.device("meta"))
+    assert attention_paths(base.diffusion_model) == SD15_ATTENTION_PATHS
+    assert mm.get_torch_device() is not None

@@ -1,0 +1,54 @@
+"""LayerDiffusion UNet weight files in the published key formats, built for a given model's own layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from comfyui_layer_sketch.layer_model.attention_sharing import AttentionSharingLayers, SharingState, attention_paths
+
+LORA_TARGETS = (".attn1.to_q.weight", ".attn1.to_k.weight", ".attn1.to_v.weight", ".attn1.to_out.0.weight",
+                ".attn2.to_q.weight", ".attn2.to_out.0.weight")
+
+
+def _random(shape, generator, scale=0.05) -> torch.Tensor:
+    return torch.randn(shape, generator=generator) * scale
+
+
+def sdxl_attention_lora(model, rank: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`::lora::0/1` pairs on attn1 q/k/v/out and attn2 q/out of every transformer block."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, weight in model.model.state_dict().items():
+        if key.startswith("diffusion_model.") and key.endswith(LORA_TARGETS):
+            state[f"{key}::lora::0"] = _random((weight.shape[0], rank), generator)
+            state[f"{key}::lora::1"] = _random((rank, weight.shape[1]), generator)
+    return state
+
+
+def sdxl_conv_diff(model, seed: int = 0, extra_input_channels: int = 0) -> dict[str, torch.Tensor]:
+    """`::diff::0` offsets for every non-attention weight; conv_in widened for concatenated conditions."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, weight in model.model.state_dict().items():
+        if key.startswith("diffusion_model.") and key.endswith(".weight") and ".attn" not in key:
+            shape = list(weight.shape)
+            if key == "diffusion_model.input_blocks.0.0.weight":
+                shape[1] += extra_input_channels
+            state[f"{key}::diff::0"] = _random(shape, generator, 0.01)
+    return state
+
+
+def attention_sharing(model, frames: int, use_control: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`hookers.layers.N.*` (+ `kwargs_encoder.*`) for the model's own attention modules."""
+    torch.manual_seed(seed)
+    unet = model.model.diffusion_model
+    originals = [unet.get_submodule(p.removeprefix("diffusion_model.")) for p in attention_paths(unet)]
+    layers = AttentionSharingLayers(originals, frames, use_control, SharingState())
+    return {k: v.contiguous() for k, v in layers.state_dict().items()}
+
+
+def save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
