@@ -15,7 +15,7 @@ import hostenv
 import pytest
 import torch
 from host_server import ComfyServer, free_port
-from support import fixtures
+from support import fixtures, layer_files
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
 
 
@@ -44,6 +44,9 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     layer_folder.mkdir()
     shutil.copy(fixtures.decoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_decoder.safetensors")
     shutil.copy(fixtures.encoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_encoder.safetensors")
+    for name in ("transparent_attn", "joint"):
+        (layer_folder / f"layer_sd15_{name}.safetensors").symlink_to(
+            layer_files.published_sharing_file(fixture_cache, name))
     yaml = base / "extra_model_paths.yaml"
     yaml.write_text(f"shared:\n  base_path: {layer_folder.parent}\n  layer_model: layer_model\n")
 

@@ -24,7 +24,7 @@ RUN = [sys.executable, str(hostenv.REPO / "run.py")]
 
 
 def _workflow(tmp_path: Path) -> Path:
-    graph = host_client.load_api_workflow(hostenv.REPO / "workflows" / "api" / "sd15_transparent_decode.json")
+    graph = host_client.load_api_workflow(hostenv.REPO / "workflows" / "api" / "sd15_transparent.json")
     graph["1"]["inputs"]["ckpt_name"] = SD15_CHECKPOINT
     graph["4"]["inputs"].update(width=64, height=64)
     graph["5"]["inputs"].update(steps=1, seed=7)
@@ -54,7 +54,7 @@ def test_failing_workflow_exits_non_zero_with_the_host_message(live_server, tmp_
 
 
 def test_ui_format_file_is_refused_with_a_pointer_to_the_api_copy(tmp_path):
-    done = subprocess.run([*RUN, str(hostenv.REPO / "workflows" / "sd15_transparent_decode.json")],
+    done = subprocess.run([*RUN, str(hostenv.REPO / "workflows" / "sd15_transparent.json")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "UI-format workflow" in done.stderr and "workflows/api/" in done.stderr
 

@@ -41,19 +41,25 @@ def _shipped(name: str, overrides: dict[tuple[str, str], object]) -> dict:
     return graph
 
 
-def test_shipped_workflow_writes_a_transparent_png(live_server):
-    graph = _shipped("sd15_transparent_decode.json", {
+def _transparent_png(live_server, weight: float) -> np.ndarray:
+    graph = _shipped("sd15_transparent.json", {
         ("1", "ckpt_name"): CHECKPOINT, ("4", "width"): 128, ("4", "height"): 96, ("5", "steps"): 2,
+        ("10", "weight"): weight,
     })
     result = host_client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
     [png] = host_client.output_paths(result, live_server.output_dir)
     image = Image.open(png)
     assert image.mode == "RGBA" and image.size == (128, 96)
-    alpha = np.asarray(image)[..., 3]
-    assert alpha.std() > 1.0, "alpha must vary across the image"
-    previews = [i for i in result.images() if i["type"] == "temp"]
-    assert previews, "the checkerboard preview is shown in the UI"
+    assert [i for i in result.images() if i["type"] == "temp"], "the checkerboard preview is shown in the UI"
+    return np.asarray(image)
+
+
+def test_shipped_transparent_workflow_writes_a_transparent_png(live_server):
+    patched = _transparent_png(live_server, 1.0)
+    assert patched[..., 3].std() > 1.0, "alpha must vary across the image"
+    unpatched = _transparent_png(live_server, 0.0)
+    assert np.abs(patched.astype(int) - unpatched.astype(int)).max() > 2, "the SD1.5 patch must change the image"
 
 
 def _decode_graph(width: int, height: int, image_width: int, image_height: int, sd_version: str = "SD1.5",

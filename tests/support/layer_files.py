@@ -52,3 +52,37 @@ def attention_sharing(model, frames: int, use_control: bool, seed: int = 0) -> d
 def save(state: dict[str, torch.Tensor], path: Path) -> Path:
     safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+MANIFEST = Path(__file__).resolve().parent.parent / "data" / "sd15_attention_sharing.txt"
+SECTIONS = {"transparent_attn": "a", "joint": "b", "fg2bg": "c", "bg2fg": "c"}
+
+
+def published_sharing_shapes(section: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a published SD1.5 attention-sharing file, from the manifest (a, b or c)."""
+    shapes, current = {}, None
+    for line in MANIFEST.read_text().splitlines():
+        if line.startswith("==="):
+            current = line.split("(", 1)[1][0]
+        elif line.strip() and current == section:
+            key, shape = line.split(" ", 1)
+            shapes[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return shapes
+
+
+def published_sharing_file(cache: Path, name: str, seed: int = 0) -> Path:
+    """`layer_sd15_<name>.safetensors` with the published keys and shapes, random fp16 values (cached)."""
+    path = cache / f"random_layer_sd15_{name}_s{seed}.safetensors"
+    if not path.exists():
+        generator = torch.Generator().manual_seed(seed)
+        state = {}
+        for key, shape in published_sharing_shapes(SECTIONS[name]).items():
+            if key.endswith(".bias") or "temporal_n" in key:
+                value = torch.ones(shape) if "temporal_n.weight" in key else torch.zeros(shape)
+            else:
+                value = torch.randn(shape, generator=generator) * (0.02 if "lora" not in key else 0.01)
+            state[key] = value.half()
+        tmp = path.with_suffix(".part")
+        save(state, tmp)
+        tmp.rename(path)
+    return path
