@@ -137,8 +137,10 @@ class AttentionSharingUnit(nn.Module):
         if not state.active(options):
             return self.original(x, context=context, value=value, **host_kwargs)
         if x.shape[0] % self.frames:
-            raise ValueError(f"attention sharing needs a batch that is a multiple of {self.frames} frames, "
-                             f"got {x.shape[0]}")
+            chunks = len(options.get("cond_or_uncond") or [0])
+            raise ValueError(f"The batch size is {x.shape[0] // chunks}, which is not a multiple of the {self.frames} "
+                             f"layers this LayerDiffusion mode generates together. Set the latent's batch_size to "
+                             f"{self.frames}, {2 * self.frames}, ...")
         framed = x.unflatten(0, (-1, self.frames)).transpose(0, 1)  # [frames, b, tokens, c]
         if self.control_convs is not None:
             framed = framed + state.weight * self._control(framed)
@@ -152,8 +154,9 @@ class AttentionSharingUnit(nn.Module):
         tokens = framed.shape[2]
         signal = self._state.control.get(tokens)
         if signal is None:
-            raise ValueError(f"no control signal for {tokens} tokens: the control image must have the size of "
-                             "the generated image (8x the latent)")
+            raise ValueError("The condition image does not match the size being generated: it must be exactly "
+                             "the generated image's size (8x the latent's). Resize it (Upscale Image) or change "
+                             "the latent size.")
         signal = signal.to(framed)
         return torch.stack([_apply(conv, signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
 
@@ -171,7 +174,8 @@ class AttentionSharingUnit(nn.Module):
             overwrite = per_frame[f] if f < len(per_frame) else None
             if overwrite is not None and uncond_mark is not None:
                 keep = uncond_mark.unflatten(0, (-1, self.frames))[:, f].to(hidden)[:, None, None]
-                frame_context = overwrite.to(hidden) * (1.0 - keep) + frame_context * keep
+                overwrite = _match_tokens(overwrite.to(hidden), frame_context.shape[1])
+                frame_context = overwrite * (1.0 - keep) + frame_context * keep
         original = self.original
         q = self._projection(hidden, original.to_q, self.to_q_lora[f])
         k = self._projection(frame_context, original.to_k, self.to_k_lora[f])
@@ -186,6 +190,16 @@ class AttentionSharingUnit(nn.Module):
         q, k, v = (_apply(layer, x) for layer in (self.temporal_q, self.temporal_k, self.temporal_v))
         x = _apply(self.temporal_o, self._attention(q, k, v, self.heads))
         return x.unflatten(0, (-1, tokens)).transpose(1, 2).flatten(0, 1)
+
+
+def _match_tokens(context: torch.Tensor, tokens: int) -> torch.Tensor:
+    """A per-layer prompt stretched to the batch's token count (the host pads prompts in 77-token chunks)."""
+    if context.shape[1] == tokens:
+        return context
+    if tokens % context.shape[1] == 0:
+        return context.repeat(1, tokens // context.shape[1], 1)
+    raise ValueError(f"a per-layer prompt has {context.shape[1]} tokens, which does not fit the sampler's "
+                     f"{tokens}: keep per-layer prompts within 75 tokens, or as long as the main prompt.")
 
 
 def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

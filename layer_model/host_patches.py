@@ -120,3 +120,22 @@ def apply_attention_sharing(model: ModelPatcher, mode: LayerMode, strength: floa
     for unit_path, unit in zip(paths, layers.units, strict=True):
         patched.add_object_patch(unit_path, unit)
     return patched
+
+
+def conditioning_context(conditioning) -> torch.Tensor | None:
+    """The text embedding of a CONDITIONING (its first entry), for a per-layer prompt."""
+    if conditioning is None:
+        return None
+    if not conditioning:
+        raise ValueError("A per-layer CONDITIONING input is empty; connect a CLIP Text Encode output.")
+    return conditioning[0][0]
+
+
+def control_image(image: torch.Tensor) -> torch.Tensor:
+    """A condition layer IMAGE [B,H,W,3|4] as the control encoder wants it: RGB [B,3,H,W] on 50% grey."""
+    from .alpha import composite_on_grey
+
+    pixels = image.movedim(-1, 1).float()
+    if pixels.shape[1] == 4:
+        return composite_on_grey(pixels[:, :3], pixels[:, 3:])
+    return pixels[:, :3]

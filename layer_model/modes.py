@@ -32,3 +32,21 @@ def transparent_mode(name: str, base: str) -> LayerMode:
         if mode.name == name or (name == AUTO and mode.base == base):
             return mode
     raise ValueError(f"unknown mode {name!r}; choose one of {[AUTO] + [m.name for m in TRANSPARENT_MODES]}")
+
+
+JOINT_MODE = LayerMode("SD1.5 joint (foreground, background, blended)", SD15, "layer_sd15_joint.safetensors",
+                       frames=3)
+# For the two-layer files, frame 0 is the layer being generated and frame 1 the blended image.
+COND_JOINT_MODES = (
+    LayerMode("SD1.5 foreground to background + blended", SD15, "layer_sd15_fg2bg.safetensors",
+              frames=2, use_control=True),
+    LayerMode("SD1.5 background to foreground + blended", SD15, "layer_sd15_bg2fg.safetensors",
+              frames=2, use_control=True),
+)
+
+
+def mode_named(name: str, modes: tuple[LayerMode, ...]) -> LayerMode:
+    for mode in modes:
+        if mode.name == name:
+            return mode
+    raise ValueError(f"unknown mode {name!r}; choose one of {[m.name for m in modes]}")

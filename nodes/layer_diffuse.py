@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..layer_model import host, host_patches
-from ..layer_model.modes import AUTO, TRANSPARENT_MODES, transparent_mode
+from ..layer_model.modes import AUTO, COND_JOINT_MODES, JOINT_MODE, TRANSPARENT_MODES, mode_named, transparent_mode
 
 CATEGORY = "layer_diffuse"
 
@@ -51,3 +51,79 @@ class LayerDiffuseApply:
                 )
             return (host_patches.apply_weight_deltas(model, chosen, weight),)
         return (host_patches.apply_attention_sharing(model, chosen, weight, start_percent, end_percent),)
+
+
+def _layer_prompt(which: str) -> tuple:
+    return ("CONDITIONING", {"tooltip": f"Optional prompt for the {which} only (its conditional rows); without it "
+                                        "the sampler's prompt is used for this layer too."})
+
+
+class LayerDiffuseJointApply:
+    DESCRIPTION = ("SD1.5: generates foreground (transparent), background and blended image together from one "
+                   "seed. Use a batch size that is a multiple of 3; split the result with Layer Diffuse Decode "
+                   "Split (layers = 3).")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 model (from Load Checkpoint)."}),
+                "weight": WEIGHT,
+            },
+            "optional": {
+                "foreground_prompt": _layer_prompt("foreground"),
+                "background_prompt": _layer_prompt("background"),
+                "blended_prompt": _layer_prompt("blended image"),
+                "start_percent": START, "end_percent": END,
+            },
+        }
+
+    def apply(self, model, weight, foreground_prompt=None, background_prompt=None, blended_prompt=None,
+              start_percent=0.0, end_percent=1.0):
+        prompts = (foreground_prompt, background_prompt, blended_prompt)
+        contexts = [host_patches.conditioning_context(c) for c in prompts]
+        return (host_patches.apply_attention_sharing(model, JOINT_MODE, weight, start_percent, end_percent,
+                                                     contexts),)
+
+
+class LayerDiffuseCondJointApply:
+    DESCRIPTION = ("SD1.5: given one layer (a foreground or a background image), generates the missing layer and "
+                   "the blended image together. Batch size must be a multiple of 2; the condition image must have "
+                   "the generated size. Split the result with Layer Diffuse Decode Split (layers = 2).")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SD1.5 model (from Load Checkpoint)."}),
+                "image": ("IMAGE", {"tooltip": "The given layer: a (transparent) foreground for 'foreground to "
+                                               "background', a background for the other mode. Same size as the "
+                                               "generated image; transparency is put on 50% grey for you."}),
+                "mode": ([m.name for m in COND_JOINT_MODES], {
+                    "tooltip": "Which layer you give and which the model makes; the batch holds the made layer "
+                               "then the blended image, per sample."}),
+                "weight": WEIGHT,
+            },
+            "optional": {
+                "layer_prompt": _layer_prompt("layer being generated"),
+                "blended_prompt": _layer_prompt("blended image"),
+                "start_percent": START, "end_percent": END,
+            },
+        }
+
+    def apply(self, model, image, mode, weight, layer_prompt=None, blended_prompt=None, start_percent=0.0,
+              end_percent=1.0):
+        contexts = [host_patches.conditioning_context(c) for c in (layer_prompt, blended_prompt)]
+        return (host_patches.apply_attention_sharing(model, mode_named(mode, COND_JOINT_MODES), weight,
+                                                     start_percent, end_percent, contexts,
+                                                     host_patches.control_image(image)),)

@@ -130,3 +130,40 @@ def test_attention_order_on_the_real_sd15_layout():
         base = config.get_model({}, "", device=torch.device("meta"))
     assert attention_paths(base.diffusion_model) == SD15_ATTENTION_PATHS
     assert mm.get_torch_device() is not None
+
+
+JointApply = NODE_CLASS_MAPPINGS["LayerDiffuseJointApply"]
+CondJointApply = NODE_CLASS_MAPPINGS["LayerDiffuseCondJointApply"]
+FG2BG = "SD1.5 foreground to background + blended"
+
+
+def _prompt(seed: int):
+    return [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def test_joint_generates_three_layers_with_their_own_prompts(layer_folder, sd15):
+    layer_files.save(layer_files.attention_sharing(sd15, 3, False), layer_folder / "layer_sd15_joint.safetensors")
+    base = sample(sd15, batch=3)
+    (joint,) = JointApply().apply(sd15, 1.0)
+    shared = sample(joint, batch=3)
+    assert torch.isfinite(shared).all() and (shared - base).abs().max() > 1e-3
+    (prompted,) = JointApply().apply(sd15, 1.0, foreground_prompt=_prompt(11), blended_prompt=_prompt(12))
+    per_layer = sample(prompted, batch=6)
+    assert per_layer.shape[0] == 6 and (per_layer[:3] - shared).abs().max() > 1e-4
+    assert torch.equal(sample(sd15, batch=3), base)
+    with pytest.raises(ValueError, match="not a multiple of the 3 layers"):
+        sample(joint, batch=2)
+
+
+def test_cond_joint_follows_the_condition_image(layer_folder, sd15):
+    layer_files.save(layer_files.attention_sharing(sd15, 2, True), layer_folder / "layer_sd15_fg2bg.safetensors")
+    foreground = torch.rand(1, 64, 64, 4, generator=torch.Generator().manual_seed(2))
+    (first,) = CondJointApply().apply(sd15, foreground, FG2BG, 1.0)
+    (second,) = CondJointApply().apply(sd15, 1.0 - foreground, FG2BG, 1.0)
+    a, b = sample(first, batch=2), sample(second, batch=2)
+    assert torch.isfinite(a).all() and (a - b).abs().max() > 1e-4, "the condition image must steer the result"
+    (wrong_size,) = CondJointApply().apply(sd15, torch.rand(1, 96, 64, 3), FG2BG, 1.0)
+    with pytest.raises(ValueError, match="does not match the size being generated"):
+        sample(wrong_size, batch=2)
+    with pytest.raises(ValueError, match="made for SD1.5 models"):
+        CondJointApply().apply(tiny_model("SDXL"), foreground, FG2BG, 1.0)
