@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import comfy.ldm.modules.attention as host_attention
 import comfy.model_patcher
+import comfy.patcher_extension
 import comfy.utils
 import torch
 from comfy.weight_adapter import LoRAAdapter
@@ -18,7 +19,7 @@ from comfy.weight_adapter import LoRAAdapter
 from . import host, weights
 from .attention_sharing import AttentionSharingLayers, AttentionSharingUnit, SharingState, attention_paths
 from .modes import LayerMode
-from .unet_patches import CONV_IN, WeightDelta, parse_unet_patches
+from .unet_patches import CONV_IN, WeightDelta, concat_channels, parse_unet_patches
 
 ModelPatcher = comfy.model_patcher.ModelPatcher
 
@@ -69,15 +70,45 @@ def _check_fits(deltas: dict[str, WeightDelta], model: ModelPatcher, name: str) 
                          "checkpoint is not a standard SDXL model.")
 
 
-def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float) -> ModelPatcher:
-    """A clone of `model` with the mode's LoRA/diff weights added at `strength`."""
+def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float,
+                        condition_channels: int = 0) -> ModelPatcher:
+    """A clone of `model` with the mode's LoRA/diff weights added at `strength`.
+
+    `condition_channels` is how many latent channels the caller concatenates; the file's conv_in
+    must expect exactly that many.
+    """
     check_mode_fits(model, mode)
     path = _weight_file_path(mode)
     deltas = parse_unet_patches(weights.load_state_dict(path), path)
     _check_fits(deltas, model, path)
+    expected = concat_channels(deltas, model.model.diffusion_model.in_channels)
+    if expected != condition_channels:
+        raise ValueError(f"{path} expects {expected} concatenated condition channels but '{mode.name}' gives "
+                         f"{condition_channels}: the file under that name is not the published one.")
     patched = model.clone()
     patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
+    if condition_channels:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "layer_sketch_concat",
+                                     _check_condition_size)
     return patched
+
+
+def _check_condition_size(executor, x, t, c_concat=None, *args, **kwargs):
+    """Say clearly when the condition latent does not have the generated latent's size."""
+    if c_concat is not None and c_concat.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"The condition latent is {c_concat.shape[-1] * 8}x{c_concat.shape[-2] * 8} px but the "
+                         f"image being generated is {x.shape[-1] * 8}x{x.shape[-2] * 8} px: encode the given "
+                         "layer(s) at the generated size (Upscale Image before VAE Encode).")
+    return executor(x, t, c_concat, *args, **kwargs)
+
+
+def with_condition_latents(conditioning, model: ModelPatcher, latents: Sequence[torch.Tensor]):
+    """A copy of CONDITIONING whose entries feed the given layer latents to the UNet (as c_concat)."""
+    concat = torch.cat([model.model.latent_format.process_in(latent.float()) for latent in latents], dim=1)
+    out = []
+    for embedding, extras in conditioning:
+        out.append([embedding, {**extras, "noise_concat": concat}])
+    return out
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

@@ -50,3 +50,14 @@ def mode_named(name: str, modes: tuple[LayerMode, ...]) -> LayerMode:
         if mode.name == name:
             return mode
     raise ValueError(f"unknown mode {name!r}; choose one of {[m.name for m in modes]}")
+
+
+# SDXL layer models: diff weights with a wider conv_in, fed the given layer latent(s) by concatenation.
+COND_MODES = (
+    LayerMode("SDXL foreground to blended", SDXL, "layer_xl_fg2ble.safetensors", kind="weights"),
+    LayerMode("SDXL background to blended", SDXL, "layer_xl_bg2ble.safetensors", kind="weights"),
+)
+DIFF_MODES = (
+    LayerMode("SDXL foreground + blended to background", SDXL, "layer_xl_fgble2bg.safetensors", kind="weights"),
+    LayerMode("SDXL background + blended to foreground", SDXL, "layer_xl_bgble2fg.safetensors", kind="weights"),
+)

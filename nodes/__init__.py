@@ -1,6 +1,12 @@
 """ComfyUI node classes: thin adapters over `layer_model` and `sketch_guidance`."""
 
-from .layer_diffuse import LayerDiffuseApply, LayerDiffuseCondJointApply, LayerDiffuseJointApply
+from .layer_diffuse import (
+    LayerDiffuseApply,
+    LayerDiffuseCondApply,
+    LayerDiffuseCondJointApply,
+    LayerDiffuseDiffApply,
+    LayerDiffuseJointApply,
+)
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
 
 # Node ids are public API: saved graphs and shipped workflows refer to them. Never rename one.
@@ -8,6 +14,8 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseApply": LayerDiffuseApply,
     "LayerDiffuseJointApply": LayerDiffuseJointApply,
     "LayerDiffuseCondJointApply": LayerDiffuseCondJointApply,
+    "LayerDiffuseCondApply": LayerDiffuseCondApply,
+    "LayerDiffuseDiffApply": LayerDiffuseDiffApply,
     "LayerDiffuseDecode": LayerDiffuseDecode,
     "LayerDiffuseDecodeSplit": LayerDiffuseDecodeSplit,
     "LayerDiffuseEncode": LayerDiffuseEncode,
@@ -17,6 +25,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseApply": "Layer Diffuse Apply (transparent)",
     "LayerDiffuseJointApply": "Layer Diffuse Joint Apply (SD1.5 fg + bg + blended)",
     "LayerDiffuseCondJointApply": "Layer Diffuse Cond Joint Apply (SD1.5 layer from layer)",
+    "LayerDiffuseCondApply": "Layer Diffuse Cond Apply (SDXL layer to blended)",
+    "LayerDiffuseDiffApply": "Layer Diffuse Diff Apply (SDXL layer + blended to other layer)",
     "LayerDiffuseDecode": "Layer Diffuse Decode (RGBA)",
     "LayerDiffuseDecodeSplit": "Layer Diffuse Decode Split (RGBA layers)",
     "LayerDiffuseEncode": "Layer Diffuse Encode (RGBA to latent)",

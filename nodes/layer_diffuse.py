@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..layer_model import host, host_patches
-from ..layer_model.modes import AUTO, COND_JOINT_MODES, JOINT_MODE, TRANSPARENT_MODES, mode_named, transparent_mode
+from ..layer_model.modes import (
+    AUTO,
+    COND_JOINT_MODES,
+    COND_MODES,
+    DIFF_MODES,
+    JOINT_MODE,
+    TRANSPARENT_MODES,
+    mode_named,
+    transparent_mode,
+)
 
 CATEGORY = "layer_diffuse"
 
@@ -44,11 +53,7 @@ class LayerDiffuseApply:
     def apply(self, model, mode, weight, start_percent=0.0, end_percent=1.0):
         chosen = transparent_mode(mode, host.base_from_model(model))
         if chosen.kind == "weights":
-            if (start_percent, end_percent) != (0.0, 1.0):
-                raise ValueError(
-                    "A start/end range for the SDXL weight modes is not available yet; set start_percent to 0 "
-                    "and end_percent to 1 (the SD1.5 modes take a range)."
-                )
+            _check_full_range(start_percent, end_percent)
             return (host_patches.apply_weight_deltas(model, chosen, weight),)
         return (host_patches.apply_attention_sharing(model, chosen, weight, start_percent, end_percent),)
 
@@ -127,3 +132,87 @@ class LayerDiffuseCondJointApply:
         return (host_patches.apply_attention_sharing(model, mode_named(mode, COND_JOINT_MODES), weight,
                                                      start_percent, end_percent, contexts,
                                                      host_patches.control_image(image)),)
+
+
+def _latent(tooltip: str) -> tuple:
+    return ("LATENT", {"tooltip": tooltip})
+
+
+class LayerDiffuseCondApply:
+    DESCRIPTION = ("SDXL: generates the blended image from a given foreground or background layer (fed to the "
+                   "model as a latent). Encode the layer with VAE Encode at the generated size; for a transparent "
+                   "foreground put it on 50% grey first.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("model", "positive", "negative")
+    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP, "The positive prompt, now carrying the given layer.",
+                       "The negative prompt, now carrying the given layer.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SDXL model (from Load Checkpoint)."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt to sample with."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative prompt to sample with."}),
+                "layer": _latent("The given layer, VAE-encoded at the generated size."),
+                "mode": ([m.name for m in COND_MODES], {"tooltip": "Which layer you give."}),
+                "weight": WEIGHT,
+            },
+            "optional": {"start_percent": START, "end_percent": END},
+        }
+
+    def apply(self, model, positive, negative, layer, mode, weight, start_percent=0.0, end_percent=1.0):
+        return _condition_patch(model, positive, negative, [layer], mode_named(mode, COND_MODES), weight,
+                                start_percent, end_percent)
+
+
+class LayerDiffuseDiffApply:
+    DESCRIPTION = ("SDXL: given one layer and the blended image, generates the other layer (background from "
+                   "foreground + blended, or foreground from background + blended). Encode both with VAE Encode "
+                   "at the generated size.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("model", "positive", "negative")
+    OUTPUT_TOOLTIPS = LayerDiffuseCondApply.OUTPUT_TOOLTIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An SDXL model (from Load Checkpoint)."}),
+                "positive": ("CONDITIONING", {"tooltip": "The prompt to sample with."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative prompt to sample with."}),
+                "layer": _latent("The given layer (foreground or background), VAE-encoded at the generated size."),
+                "blended": _latent("The blended image, VAE-encoded at the generated size."),
+                "mode": ([m.name for m in DIFF_MODES], {"tooltip": "Which layer you give and which is made."}),
+                "weight": WEIGHT,
+            },
+            "optional": {"start_percent": START, "end_percent": END},
+        }
+
+    def apply(self, model, positive, negative, layer, blended, mode, weight, start_percent=0.0, end_percent=1.0):
+        return _condition_patch(model, positive, negative, [layer, blended], mode_named(mode, DIFF_MODES), weight,
+                                start_percent, end_percent)
+
+
+def _condition_patch(model, positive, negative, latents, mode, weight, start_percent, end_percent):
+    host_patches.check_mode_fits(model, mode)
+    _check_full_range(start_percent, end_percent)
+    samples = [latent["samples"] for latent in latents]
+    if len({tuple(s.shape[-2:]) for s in samples}) > 1:
+        raise ValueError("The given latents differ in size; encode the layer and the blended image at the same "
+                         "(generated) size.")
+    patched = host_patches.apply_weight_deltas(model, mode, weight, condition_channels=4 * len(samples))
+    return (patched, host_patches.with_condition_latents(positive, model, samples),
+            host_patches.with_condition_latents(negative, model, samples))
+
+
+def _check_full_range(start_percent: float, end_percent: float) -> None:
+    if (start_percent, end_percent) != (0.0, 1.0):
+        raise ValueError(
+            "A start/end range for the SDXL weight modes is not available yet; set start_percent to 0 "
+            "and end_percent to 1 (the SD1.5 modes take a range)."
+        )

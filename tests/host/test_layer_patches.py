@@ -167,3 +167,48 @@ def test_cond_joint_follows_the_condition_image(layer_folder, sd15):
         sample(wrong_size, batch=2)
     with pytest.raises(ValueError, match="made for SD1.5 models"):
         CondJointApply().apply(tiny_model("SDXL"), foreground, FG2BG, 1.0)
+
+
+CondApply = NODE_CLASS_MAPPINGS["LayerDiffuseCondApply"]
+DiffApply = NODE_CLASS_MAPPINGS["LayerDiffuseDiffApply"]
+
+
+def _latent(seed: int, size: int = 8) -> dict:
+    return {"samples": torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed))}
+
+
+def _sample_with(model, positive, negative, batch: int = 1) -> torch.Tensor:
+    latent = torch.zeros(batch, 4, 8, 8)
+    return comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 1), 3, 5.0, "euler", "normal",
+                               positive, negative, latent, seed=1, disable_pbar=True)
+
+
+@pytest.mark.parametrize("node, file, mode, latents", [
+    (CondApply, "layer_xl_fg2ble.safetensors", "SDXL foreground to blended", 1),
+    (DiffApply, "layer_xl_bgble2fg.safetensors", "SDXL background + blended to foreground", 2),
+])
+def test_sdxl_layer_models_take_the_given_layers(layer_folder, sdxl, node, file, mode, latents):
+    layer_files.save(layer_files.sdxl_conv_diff(sdxl, extra_input_channels=4 * latents), layer_folder / file)
+    positive, negative = _conds(sdxl)
+    base = _sample_with(sdxl, positive, negative, batch=2)
+    given = [_latent(seed) for seed in range(latents)]
+    model, pos, neg = node().apply(sdxl, positive, negative, *given, mode, 1.0)
+    out = _sample_with(model, pos, neg, batch=2)
+    other = node().apply(sdxl, positive, negative, *[_latent(seed + 7) for seed in range(latents)], mode, 1.0)
+    out_other = _sample_with(other[0], other[1], other[2], batch=2)
+    assert torch.isfinite(out).all() and (out - out_other).abs().max() > 1e-4, "the given layer must steer"
+    assert torch.equal(_sample_with(sdxl, positive, negative, batch=2), base), "the base model stays as it was"
+    assert "noise_concat" not in positive[0][1], "the input conditioning is not modified in place"
+    small = node().apply(sdxl, positive, negative, *[_latent(seed, size=6) for seed in range(latents)], mode, 1.0)
+    with pytest.raises(ValueError, match="condition latent is 48x48 px but the image being generated is 64x64"):
+        _sample_with(*small)
+    with pytest.raises(ValueError, match="made for SDXL models"):
+        node().apply(tiny_model("SD15"), positive, negative, *given, mode, 1.0)
+
+
+def test_sdxl_layer_file_with_the_wrong_conv_in_is_refused(layer_folder, sdxl):
+    layer_files.save(layer_files.sdxl_conv_diff(sdxl, extra_input_channels=8),
+                     layer_folder / "layer_xl_fg2ble.safetensors")  # an 8-channel file under a 4-channel name
+    positive, negative = _conds(sdxl)
+    with pytest.raises(ValueError, match="expects 8 concatenated condition channels"):
+        CondApply().apply(sdxl, positive, negative, _latent(0), "SDXL foreground to blended", 1.0)
