@@ -135,3 +135,18 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(live_server, 
     ok = host_client.run(live_server.url, _decode_graph(64, 64, 64, 64, sub_batch_size=len(case)), timeout=600)
     assert ok.ok, ok.error
     assert Image.open(host_client.output_paths(ok, live_server.output_dir)[0]).mode == "RGBA"
+
+
+def test_shipped_joint_workflow_writes_three_layers(live_server):
+    graph = _shipped("sd15_joint_layers.json", {
+        ("1", "ckpt_name"): CHECKPOINT, ("8", "width"): 64, ("8", "height"): 64, ("9", "steps"): 1,
+    })
+    result = host_client.run(live_server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    paths = host_client.output_paths(result, live_server.output_dir)
+    by_prefix = {Path(p).name.split("_0")[0]: Image.open(p) for p in paths}
+    assert set(by_prefix) == {"joint_foreground", "joint_background", "joint_blended"}
+    assert by_prefix["joint_foreground"].mode == "RGBA" and by_prefix["joint_background"].mode == "RGB"
+    assert all(image.size == (64, 64) for image in by_prefix.values())
+    background, blended = (np.asarray(by_prefix[k]).astype(int) for k in ("joint_background", "joint_blended"))
+    assert np.abs(background - blended).max() > 0, "the layers are different images"
