@@ -95,6 +95,21 @@ def _write(folder: Path, name: str, data: bytes | None):
 
 SDXL_DECODER = "vae_transparent_decoder.safetensors"
 
+
+def _patched_sampling_graph(apply: dict, batch: int = 1) -> dict:
+    """Checkpoint -> a LayerDiffusion apply node (id 5, model input wired) -> KSampler."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
+        "5": {"class_type": apply["class_type"], "inputs": {"model": ["1", 0], **apply["inputs"]}},
+        "6": {"class_type": "KSampler", "inputs": {"model": ["5", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                   "latent_image": ["4", 0], "seed": batch, "steps": 1, "cfg": 5.0,
+                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "e2e/patched"}},
+    }
+
 BAD_INPUTS = [
     # (case, file to put in place as the SDXL decoder or None, graph, phrases the message must contain)
     ("missing weight file, offline", None, _decode_graph(64, 64, 64, 64, "SDXL"),
@@ -112,6 +127,12 @@ BAD_INPUTS = [
      ["not a multiple of 3 layers"]),
     ("sd_version auto without a model", None, _decode_graph(64, 64, 64, 64, "auto"),
      ["no MODEL is connected"]),
+    ("SDXL mode on an SD1.5 model", None, _patched_sampling_graph(
+        {"class_type": "LayerDiffuseApply", "inputs": {"mode": "SDXL transparent (conv injection)", "weight": 1.0}}),
+     ["made for SDXL models, but the connected MODEL is SD1.5"]),
+    ("joint batch not a multiple of 3", None, _patched_sampling_graph(
+        {"class_type": "LayerDiffuseJointApply", "inputs": {"weight": 1.0}}, batch=2),
+     ["batch size is 2, which is not a multiple of the 3 layers"]),
 ]
 
 
