@@ -161,8 +161,14 @@ class AttentionSharingUnit(nn.Module):
         return torch.stack([_apply(conv, signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
 
     def _projection(self, x: torch.Tensor, linear: nn.Module, lora: LoRA) -> torch.Tensor:
-        weight = linear.weight.to(x) + self._state.weight * lora.delta().to(x)
-        return F.linear(x, weight, None if linear.bias is None else linear.bias.to(x))
+        """`linear` with this frame's LoRA added, computed whichever way costs fewer multiplications."""
+        bias = None if linear.bias is None else linear.bias.to(x)
+        scale = self._state.weight
+        tokens = x.shape[0] * x.shape[1]
+        if tokens * (linear.in_features + linear.out_features) < linear.in_features * linear.out_features:
+            low_rank = F.linear(F.linear(x, lora.down.weight.to(x)), lora.up.weight.to(x))
+            return F.linear(x, linear.weight.to(x), bias) + scale * low_rank
+        return F.linear(x, linear.weight.to(x) + scale * lora.delta().to(x), bias)
 
     def _frame_attention(self, hidden: torch.Tensor, f: int, context: torch.Tensor | None,
                          uncond_mark: torch.Tensor | None) -> torch.Tensor:
@@ -187,8 +193,11 @@ class AttentionSharingUnit(nn.Module):
         x = _apply(self.temporal_i, _apply(self.temporal_n, hidden))
         tokens = x.shape[1]
         x = x.unflatten(0, (-1, self.frames)).transpose(1, 2).flatten(0, 1)  # [(b tokens), frames, c]
-        q, k, v = (_apply(layer, x) for layer in (self.temporal_q, self.temporal_k, self.temporal_v))
-        x = _apply(self.temporal_o, self._attention(q, k, v, self.heads))
+        if self.frames == 1:  # attending over a single frame returns its value exactly: skip q and k
+            x = _apply(self.temporal_o, _apply(self.temporal_v, x))
+        else:
+            q, k, v = (_apply(layer, x) for layer in (self.temporal_q, self.temporal_k, self.temporal_v))
+            x = _apply(self.temporal_o, self._attention(q, k, v, self.heads))
         return x.unflatten(0, (-1, tokens)).transpose(1, 2).flatten(0, 1)
 
 

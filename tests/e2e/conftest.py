@@ -39,6 +39,8 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / CHECKPOINT).symlink_to(fixtures.sd15_checkpoint(fixture_cache))
+    (base / "models" / "controlnet").mkdir()
+    (base / "models" / "controlnet" / fixtures.SD15_CONTROLNET).symlink_to(fixtures.sd15_controlnet(fixture_cache))
 
     layer_folder = tmp_path_factory.mktemp("shared_models") / "layer_model"
     layer_folder.mkdir()

@@ -171,3 +171,23 @@ def test_shipped_joint_workflow_writes_three_layers(live_server):
     assert all(image.size == (64, 64) for image in by_prefix.values())
     background, blended = (np.asarray(by_prefix[k]).astype(int) for k in ("joint_background", "joint_blended"))
     assert np.abs(background - blended).max() > 0, "the layers are different images"
+
+
+def test_transparent_generation_with_controlnet_in_the_same_graph(live_server):
+    graph = _shipped("sd15_transparent.json", {
+        ("1", "ckpt_name"): CHECKPOINT, ("4", "width"): 64, ("4", "height"): 64, ("5", "steps"): 1,
+    })
+    graph.update({
+        "20": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                      "color": 0xFFFFFF}},
+        "21": {"class_type": "Canny", "inputs": {"image": ["20", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
+        "22": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": fixtures.SD15_CONTROLNET}},
+        "23": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["22", 0], "image": ["21", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+    })
+    graph["5"]["inputs"].update(positive=["23", 0], negative=["23", 1])
+    result = host_client.run(live_server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    [png] = host_client.output_paths(result, live_server.output_dir)
+    assert Image.open(png).mode == "RGBA"

@@ -71,3 +71,15 @@ def sd15_checkpoint(cache: Path) -> Path:
         env = dict(os.environ)
         subprocess.run([sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path)], check=True, env=env)
     return path
+
+
+SD15_CONTROLNET = "random_controlnet_sd15.safetensors"
+
+
+def sd15_controlnet(cache: Path) -> Path:
+    """Full-size SD1.5 ControlNet with random weights (361 M parameters, made once)."""
+    path = cache / SD15_CONTROLNET
+    if not path.exists():
+        subprocess.run([sys.executable, str(HERE / "make_sd15_controlnet.py"), str(path)], check=True,
+                       env=dict(os.environ), cwd=HERE)
+    return path

@@ -92,3 +92,19 @@ def test_uncond_mark_follows_the_hosts_chunks():
     mark = SharingState.uncond_mark({"cond_or_uncond": [1, 0]}, 6)
     assert mark.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     assert SharingState.uncond_mark({}, 6) is None
+
+
+def test_single_frame_shortcut_equals_attention_over_one_frame():
+    torch.manual_seed(0)
+    original = FakeAttention(64, 64)
+    layers = AttentionSharingLayers([original], 1, False, SharingState())
+    unit = layers.units[0]
+    x = torch.randn(2, 10, 64)
+    fast = unit(x, transformer_options={})
+    unit.frames = 2  # the general path, on a batch of 2 "frames" that are the same sample
+    with torch.no_grad():
+        hidden = unit._temporal(torch.cat([x[:1], x[:1]]))
+    unit.frames = 1
+    single = unit._temporal(x[:1])
+    torch.testing.assert_close(single, hidden[:1], atol=1e-5, rtol=1e-5)
+    assert fast.shape == x.shape

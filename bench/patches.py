@@ -1,0 +1,101 @@
+"""Per-step sampling cost of the LayerDiffusion UNet patches, against the unpatched model in the same run.
+
+- SDXL-shaped UNet with attention (LoRA) and conv (diff) injection: the deltas are merged into the
+  weights once, so steps after the first should cost what unpatched steps cost.
+- Full-size SD1.5 UNet with attention sharing, 1 frame and 3 frames, against a plain batch of the same
+  size.
+Weights are random in the published formats (speed does not depend on values).
+
+    .host/venv/bin/python -P bench/patches.py [--steps 4] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "devtools"), str(ROOT / "tests")]
+
+import hostimport  # noqa: E402
+
+hostimport.import_pack()
+
+import comfy.sample  # noqa: E402
+import folder_paths  # noqa: E402
+import torch  # noqa: E402
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
+from support import layer_files  # noqa: E402
+from support.host_models import SD15_FULL_UNET, TINY_SDXL_UNET, randomize  # noqa: E402
+
+SDXL_SHAPED = {**TINY_SDXL_UNET, "model_channels": 128, "num_res_blocks": [2, 2, 2],
+               "transformer_depth": [0, 0, 2, 2, 4, 4], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 4, 4, 4]}
+
+
+def build(kind: str):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    config_class, unet = {"SDXL": (comfy.supported_models.SDXL, SDXL_SHAPED),
+                          "SD15": (comfy.supported_models.SD15, SD15_FULL_UNET)}[kind]
+    config = config_class(dict(unet))
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({}, "", device=torch.device("cpu"))
+    base.diffusion_model.float()
+    randomize(base.diffusion_model, 0)
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def step_times(model, batch: int, steps: int, size: int) -> tuple[float, float]:
+    """(first step, median of the later steps) in seconds."""
+    sdxl = isinstance(model.model.model_config, __import__("comfy.supported_models").supported_models.SDXL)
+    width = 2048 if sdxl else 768
+    extra = {"pooled_output": torch.zeros(1, 1280)} if sdxl else {}
+    positive, negative = [[torch.randn(1, 77, width), extra]], [[torch.zeros(1, 77, width), extra]]
+    latent = torch.zeros(batch, 4, size // 8, size // 8)
+    stamps = [time.perf_counter()]
+    comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 0), steps, 5.0, "euler", "normal", positive,
+                        negative, latent, seed=0, disable_pbar=True,
+                        callback=lambda *_: stamps.append(time.perf_counter()))
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return gaps[0], statistics.median(gaps[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256)
+    options = parser.parse_args()
+    folder = Path(tempfile.mkdtemp())
+    folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
+    apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]()
+    joint = NODE_CLASS_MAPPINGS["LayerDiffuseJointApply"]()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")
+    print(f"{'case':<34} {'batch':>5} {'first s':>8} {'step s':>8} {'plain step s':>12} {'ratio':>6}")
+
+    sdxl = build("SDXL")
+    layer_files.save(layer_files.sdxl_attention_lora(sdxl, rank=256), folder / "layer_xl_transparent_attn.safetensors")
+    layer_files.save(layer_files.sdxl_conv_diff(sdxl), folder / "layer_xl_transparent_conv.safetensors")
+    cases = [("SDXL-shaped attention injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (attention "
+                                                                               "injection)", 1.0)[0], 1),
+             ("SDXL-shaped conv injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (conv injection)",
+                                                                        1.0)[0], 1)]
+    sd15 = build("SD15")
+    layer_files.save(layer_files.attention_sharing(sd15, 1, False), folder / "layer_sd15_transparent_attn.safetensors")
+    layer_files.save(layer_files.attention_sharing(sd15, 3, False), folder / "layer_sd15_joint.safetensors")
+    cases += [("SD1.5 attention sharing, 1 frame", sd15, lambda m: apply.apply(m, "auto", 1.0)[0], 1),
+              ("SD1.5 attention sharing, 3 frames", sd15, lambda m: joint.apply(m, 1.0)[0], 3)]
+    for name, base, patch, batch in cases:
+        step_times(base, batch, 2, options.size)  # warm-up
+        _, plain = step_times(base, batch, options.steps, options.size)
+        first, step = step_times(patch(base), batch, options.steps, options.size)
+        print(f"{name:<34} {batch:>5} {first:>8.2f} {step:>8.2f} {plain:>12.2f} {step / plain:>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

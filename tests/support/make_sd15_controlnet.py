@@ -1,0 +1,39 @@
+"""Write a full-size SD1.5 ControlNet (original `control_model.` keys) with random weights.
+
+Usage: python make_sd15_controlnet.py OUT.safetensors   (needs LAYER_SKETCH_COMFY_DIR)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.environ["LAYER_SKETCH_COMFY_DIR"])
+
+from comfy.cli_args import args  # noqa: E402
+
+args.cpu = True
+
+import comfy.cldm.cldm  # noqa: E402
+import comfy.ops  # noqa: E402
+import comfy.utils  # noqa: E402
+import torch  # noqa: E402
+from make_sd15_checkpoint import randomize  # noqa: E402
+
+
+def main(out: str) -> None:
+    net = comfy.cldm.cldm.ControlNet(
+        image_size=32, in_channels=4, model_channels=320, hint_channels=3, num_res_blocks=[2, 2, 2, 2],
+        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], channel_mult=[1, 2, 4, 4], transformer_depth_middle=1,
+        use_linear_in_transformer=False, context_dim=768, num_heads=8, num_head_channels=-1,
+        use_spatial_transformer=True, legacy=False, adm_in_channels=None, use_checkpoint=False,
+        operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu")
+    randomize(net, torch.Generator().manual_seed(1))
+    tmp = out + ".part"
+    comfy.utils.save_torch_file({"control_model." + k: v.half().contiguous() for k, v in net.state_dict().items()},
+                                tmp)
+    os.replace(tmp, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
