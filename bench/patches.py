@@ -6,7 +6,7 @@
   size.
 Weights are random in the published formats (speed does not depend on values).
 
-    .host/venv/bin/python -P bench/patches.py [--steps 4] [--size 256]
+    .host/venv/bin/python -P bench/patches.py [--steps 4] [--size 256] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
@@ -92,8 +93,13 @@ def main() -> None:
               ("SD1.5 attention sharing, 3 frames", sd15, lambda m: joint.apply(m, 1.0)[0], 3)]
     for name, base, patch, batch in cases:
         step_times(base, batch, 2, options.size)  # warm-up
-        _, plain = step_times(base, batch, options.steps, options.size)
-        first, step = step_times(patch(base), batch, options.steps, options.size)
+        patched = patch(base)
+        runs = []  # plain and patched alternate, so that drift in machine load hits both alike
+        for _ in range(options.repeats):
+            runs.append((step_times(base, batch, options.steps, options.size)[1],
+                         *step_times(patched, batch, options.steps, options.size)))
+        plain = min(r[0] for r in runs)
+        first, step = runs[0][1], min(r[2] for r in runs)
         print(f"{name:<34} {batch:>5} {first:>8.2f} {step:>8.2f} {plain:>12.2f} {step / plain:>6.2f}", flush=True)
 
 
