@@ -19,7 +19,7 @@ from comfy.weight_adapter import LoRAAdapter
 from . import host, weights
 from .attention_sharing import AttentionSharingLayers, AttentionSharingUnit, SharingState, attention_paths
 from .modes import LayerMode
-from .unet_patches import CONV_IN, WeightDelta, concat_channels, parse_unet_patches
+from .unet_patches import CONV_IN, GatedDelta, SigmaGate, WeightDelta, concat_channels, parse_unet_patches
 
 ModelPatcher = comfy.model_patcher.ModelPatcher
 
@@ -70,14 +70,17 @@ def _check_fits(deltas: dict[str, WeightDelta], model: ModelPatcher, name: str) 
                          "checkpoint is not a standard SDXL model.")
 
 
-def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float,
-                        condition_channels: int = 0) -> ModelPatcher:
+def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float, condition_channels: int = 0,
+                        start_percent: float = 0.0, end_percent: float = 1.0) -> ModelPatcher:
     """A clone of `model` with the mode's LoRA/diff weights added at `strength`.
 
-    `condition_channels` is how many latent channels the caller concatenates; the file's conv_in
-    must expect exactly that many.
+    Over the whole sampling the deltas are merged into the weights by the host (no cost per step);
+    over part of it, the patched layers are swapped for gated ones that add the deltas only while
+    the step's sigma is in range. `condition_channels` is how many latent channels the caller
+    concatenates; the file's conv_in must expect exactly that many.
     """
     check_mode_fits(model, mode)
+    sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
     path = _weight_file_path(mode)
     deltas = parse_unet_patches(weights.load_state_dict(path), path)
     _check_fits(deltas, model, path)
@@ -86,11 +89,33 @@ def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float,
         raise ValueError(f"{path} expects {expected} concatenated condition channels but '{mode.name}' gives "
                          f"{condition_channels}: the file under that name is not the published one.")
     patched = model.clone()
-    patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
+    if (start_percent, end_percent) == (0.0, 1.0):
+        patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
+    else:
+        _gate_deltas(patched, deltas, strength, SigmaGate(sigma_start, sigma_end))
     if condition_channels:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "layer_sketch_concat",
                                      _check_condition_size)
     return patched
+
+
+def _gate_deltas(patched: ModelPatcher, deltas: dict[str, WeightDelta], strength: float, gate: SigmaGate) -> None:
+    by_module: dict[str, dict[str, WeightDelta]] = {}
+    for key, delta in deltas.items():
+        module_path, name = key.rsplit(".", 1)
+        by_module.setdefault(module_path, {})[name] = delta
+    for module_path, module_deltas in by_module.items():
+        original = comfy.utils.get_attr(patched.model, module_path)
+        while isinstance(original, GatedDelta):  # left in place by an earlier sampled clone
+            original = original.original
+        patched.add_object_patch(module_path, GatedDelta(original, module_deltas, strength, gate))
+
+    def open_gate_in_range(executor, x, t, *args, **kwargs):
+        gate.update(float(t.max()))
+        return executor(x, t, *args, **kwargs)
+
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "layer_sketch_gate",
+                                 open_gate_in_range)
 
 
 def _check_condition_size(executor, x, t, c_concat=None, *args, **kwargs):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 LORA_UP, LORA_DOWN, DIFF = "::lora::0", "::lora::1", "::diff::0"
 CONV_IN = "diffusion_model.input_blocks.0.0.weight"
@@ -63,3 +64,73 @@ def concat_channels(deltas: dict[str, WeightDelta], model_in_channels: int) -> i
     if conv_in is None or conv_in.diff is None:
         return 0
     return conv_in.diff.shape[1] - model_in_channels
+
+
+class SigmaGate:
+    """Whether a step's sigma lies in the chosen range; the host updates it before each UNet call."""
+
+    def __init__(self, sigma_start: float, sigma_end: float) -> None:
+        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self.active = True
+
+    def update(self, sigma: float) -> None:
+        self.active = self.sigma_end <= sigma <= self.sigma_start
+
+
+class GatedDelta(nn.Module):
+    """A layer whose weights get `strength * delta` only while the gate is open.
+
+    Used when a patch must act on part of the sampling only: merged weights cannot be switched off
+    between steps. The layer's own parameters stay registered under their own names, so the host's
+    weight patches and device moves still reach them.
+    """
+
+    def __init__(self, original: nn.Module, deltas: dict[str, WeightDelta], strength: float,
+                 gate: SigmaGate) -> None:
+        super().__init__()
+        self._original = [original]
+        for name, param in original.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        self.strength, self.gate = strength, gate
+        self.names = sorted(deltas)
+        for index, name in enumerate(self.names):
+            delta = deltas[name]
+            if delta.is_lora:
+                self.register_buffer(f"delta{index}_up", delta.up, persistent=False)
+                self.register_buffer(f"delta{index}_down", delta.down, persistent=False)
+            else:
+                self.register_buffer(f"delta{index}_diff", delta.diff, persistent=False)
+
+    @property
+    def original(self) -> nn.Module:
+        return self._original[0]
+
+    def _patched(self, name: str, index: int, active: bool) -> torch.Tensor:
+        weight = getattr(self.original, name)
+        diff = getattr(self, f"delta{index}_diff", None)
+        if diff is not None and diff.shape != weight.shape:  # a widened conv_in: condition channels added
+            weight = nn.functional.pad(weight, [0, 0, 0, 0, 0, diff.shape[1] - weight.shape[1]])
+        if not active:
+            return weight
+        if diff is None:
+            up, down = getattr(self, f"delta{index}_up"), getattr(self, f"delta{index}_down")
+            change = (up.float() @ down.float()).reshape(weight.shape)
+        else:
+            change = diff
+        return weight + self.strength * change.to(weight)
+
+    def _widened(self) -> bool:
+        return any(getattr(self, f"delta{i}_diff", None) is not None
+                   and getattr(self, f"delta{i}_diff").shape != getattr(self.original, name).shape
+                   for i, name in enumerate(self.names))
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if not self.gate.active and not self._widened():
+            return self.original(x, *args, **kwargs)
+        if self.names == ["weight"] and hasattr(self, "delta0_up") and self.original.weight.dim() == 2:
+            # A LoRA on a linear layer: add it on the activations, far cheaper than rebuilding the weight.
+            down, up = self.delta0_down.to(x), self.delta0_up.to(x)
+            return self.original(x, *args, **kwargs) + self.strength * nn.functional.linear(
+                nn.functional.linear(x, down), up)
+        swapped = {name: self._patched(name, i, self.gate.active) for i, name in enumerate(self.names)}
+        return torch.func.functional_call(self.original, swapped, (x, *args), kwargs)

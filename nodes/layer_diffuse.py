@@ -53,8 +53,7 @@ class LayerDiffuseApply:
     def apply(self, model, mode, weight, start_percent=0.0, end_percent=1.0):
         chosen = transparent_mode(mode, host.base_from_model(model))
         if chosen.kind == "weights":
-            _check_full_range(start_percent, end_percent)
-            return (host_patches.apply_weight_deltas(model, chosen, weight),)
+            return (host_patches.apply_weight_deltas(model, chosen, weight, 0, start_percent, end_percent),)
         return (host_patches.apply_attention_sharing(model, chosen, weight, start_percent, end_percent),)
 
 
@@ -200,19 +199,10 @@ class LayerDiffuseDiffApply:
 
 def _condition_patch(model, positive, negative, latents, mode, weight, start_percent, end_percent):
     host_patches.check_mode_fits(model, mode)
-    _check_full_range(start_percent, end_percent)
     samples = [latent["samples"] for latent in latents]
     if len({tuple(s.shape[-2:]) for s in samples}) > 1:
         raise ValueError("The given latents differ in size; encode the layer and the blended image at the same "
                          "(generated) size.")
-    patched = host_patches.apply_weight_deltas(model, mode, weight, condition_channels=4 * len(samples))
+    patched = host_patches.apply_weight_deltas(model, mode, weight, 4 * len(samples), start_percent, end_percent)
     return (patched, host_patches.with_condition_latents(positive, model, samples),
             host_patches.with_condition_latents(negative, model, samples))
-
-
-def _check_full_range(start_percent: float, end_percent: float) -> None:
-    if (start_percent, end_percent) != (0.0, 1.0):
-        raise ValueError(
-            "A start/end range for the SDXL weight modes is not available yet; set start_percent to 0 "
-            "and end_percent to 1 (the SD1.5 modes take a range)."
-        )

@@ -8,7 +8,9 @@ import comfy.supported_models
 import comfy.utils
 import pytest
 import torch
+from comfyui_layer_sketch.layer_model import host_patches
 from comfyui_layer_sketch.layer_model.attention_sharing import SD15_ATTENTION_PATHS, attention_paths
+from comfyui_layer_sketch.layer_model.unet_patches import SigmaGate, parse_unet_patches
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 from support import layer_files
 from support.host_models import tiny_model
@@ -212,3 +214,35 @@ def test_sdxl_layer_file_with_the_wrong_conv_in_is_refused(layer_folder, sdxl):
     positive, negative = _conds(sdxl)
     with pytest.raises(ValueError, match="expects 8 concatenated condition channels"):
         CondApply().apply(sdxl, positive, negative, _latent(0), "SDXL foreground to blended", 1.0)
+
+
+@pytest.mark.parametrize("mode, make, file", [
+    (XL_ATTN, layer_files.sdxl_attention_lora, "layer_xl_transparent_attn.safetensors"),
+    (XL_CONV, layer_files.sdxl_conv_diff, "layer_xl_transparent_conv.safetensors"),
+])
+def test_sdxl_stop_at_gates_the_weights_by_sigma(layer_folder, sdxl, mode, make, file):
+    layer_files.save(make(sdxl), layer_folder / file)
+    base = sample(sdxl, steps=6)
+    merged = sample(Apply().apply(sdxl, mode, 1.0)[0], steps=6)
+    gated = sdxl.clone()  # gated layers held open for every step must compute what merged weights compute
+    deltas = parse_unet_patches(make(sdxl), file)
+    host_patches._gate_deltas(gated, deltas, 1.0, SigmaGate(float("inf"), 0.0))
+    whole_range_gated = sample(gated, steps=6)
+    early = sample(Apply().apply(sdxl, mode, 1.0, 0.0, 0.5)[0], steps=6)
+    never = sample(Apply().apply(sdxl, mode, 1.0, 1.0, 1.0)[0], steps=6)
+    torch.testing.assert_close(whole_range_gated, merged, atol=1e-3, rtol=1e-3)
+    assert (early - merged).abs().max() > 1e-4 and (early - base).abs().max() > 1e-4
+    assert torch.equal(never, base), "a range that starts at the end applies the patch to no step"
+    assert torch.equal(sample(sdxl, steps=6), base)
+
+
+def test_sdxl_layer_model_with_a_range_ignores_the_condition_outside_it(layer_folder, sdxl):
+    layer_files.save(layer_files.sdxl_conv_diff(sdxl, extra_input_channels=4),
+                     layer_folder / "layer_xl_fg2ble.safetensors")
+    positive, negative = _conds(sdxl)
+    mode = "SDXL foreground to blended"
+    full = _sample_with(*CondApply().apply(sdxl, positive, negative, _latent(0), mode, 1.0))
+    early = _sample_with(*CondApply().apply(sdxl, positive, negative, _latent(0), mode, 1.0, 0.0, 0.5))
+    never = _sample_with(*CondApply().apply(sdxl, positive, negative, _latent(0), mode, 1.0, 1.0, 1.0))
+    assert torch.isfinite(early).all() and (early - full).abs().max() > 1e-4
+    assert torch.equal(never, _sample_with(sdxl, positive, negative)), "outside the range: the plain model"
