@@ -1,7 +1,8 @@
 """Per-step sampling cost of the LayerDiffusion UNet patches, against the unpatched model in the same run.
 
 - SDXL-shaped UNet with attention (LoRA) and conv (diff) injection: the deltas are merged into the
-  weights once, so steps after the first should cost what unpatched steps cost.
+  weights once, so steps after the first should cost what unpatched steps cost; with a start/end
+  range the patched layers are gated instead, which costs per step.
 - Full-size SD1.5 UNet with attention sharing, 1 frame and 3 frames, against a plain batch of the same
   size.
 Weights are random in the published formats (speed does not depend on values).
@@ -86,6 +87,10 @@ def main() -> None:
                                                                                "injection)", 1.0)[0], 1),
              ("SDXL-shaped conv injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (conv injection)",
                                                                         1.0)[0], 1)]
+    cases += [("SDXL-shaped attention, range 0-0.99", sdxl,
+               lambda m: apply.apply(m, "SDXL transparent (attention injection)", 1.0, 0.0, 0.99)[0], 1),
+              ("SDXL-shaped conv, range 0-0.99", sdxl,
+               lambda m: apply.apply(m, "SDXL transparent (conv injection)", 1.0, 0.0, 0.99)[0], 1)]
     sd15 = build("SD15")
     layer_files.save(layer_files.attention_sharing(sd15, 1, False), folder / "layer_sd15_transparent_attn.safetensors")
     layer_files.save(layer_files.attention_sharing(sd15, 3, False), folder / "layer_sd15_joint.safetensors")

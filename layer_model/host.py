@@ -63,7 +63,7 @@ def resolve_base(sd_version: str, model=None) -> str:
     return base_from_model(model)
 
 
-def _download_progress() -> Callable[[int, int | None], None]:
+def download_progress() -> Callable[[int, int | None], None]:
     """A host progress bar that appears once the download size is known."""
     bar: list[comfy.utils.ProgressBar] = []
 
@@ -74,6 +74,11 @@ def _download_progress() -> Callable[[int, int | None], None]:
                 bar.append(comfy.utils.ProgressBar(total))
             bar[0].update_absolute(done, total)
     return update
+
+
+def ensure_weight(weight: weights.WeightFile) -> str:
+    """Path of a published file in the layer_model folders, downloaded with a host progress bar if missing."""
+    return weights.ensure(weight, layer_model_folders(), download_progress())
 
 
 _loaded: dict[tuple, comfy.model_patcher.ModelPatcher] = {}
@@ -88,7 +93,7 @@ def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
     `mm.load_models_gpu([patcher])` before use); it runs in fp16 where the device supports it.
     """
     weight = weights.file_for(base, kind)
-    path = weights.ensure(weight, layer_model_folders(), _download_progress())
+    path = ensure_weight(weight)
     stat = os.stat(path)
     load_device = mm.get_torch_device()
     dtype = torch.float16 if mm.should_use_fp16(load_device) else torch.float32

@@ -33,8 +33,7 @@ def check_mode_fits(model: ModelPatcher, mode: LayerMode) -> None:
 
 
 def _weight_file_path(mode: LayerMode) -> str:
-    weight = weights.REGISTRY[mode.file]
-    return weights.ensure(weight, host.layer_model_folders(), host._download_progress())
+    return host.ensure_weight(weights.REGISTRY[mode.file])
 
 
 def sigma_range(model: ModelPatcher, start_percent: float, end_percent: float) -> tuple[float, float]:
