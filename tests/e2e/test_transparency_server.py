@@ -130,6 +130,12 @@ BAD_INPUTS = [
     ("SDXL mode on an SD1.5 model", None, _patched_sampling_graph(
         {"class_type": "LayerDiffuseApply", "inputs": {"mode": "SDXL transparent (conv injection)", "weight": 1.0}}),
      ["made for SDXL models, but the connected MODEL is SD1.5"]),
+    ("condition image of another size", None, _patched_sampling_graph(
+        {"class_type": "LayerDiffuseCondJointApply",
+         "inputs": {"image": ["8", 0], "mode": "SD1.5 foreground to background + blended", "weight": 1.0}},
+        batch=2) | {"8": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 1,
+                                                                 "color": 0}}},
+     ["condition image does not match the size being generated"]),
     ("joint batch not a multiple of 3", None, _patched_sampling_graph(
         {"class_type": "LayerDiffuseJointApply", "inputs": {"weight": 1.0}}, batch=2),
      ["batch size is 2, which is not a multiple of the 3 layers"]),
@@ -191,3 +197,22 @@ def test_transparent_generation_with_controlnet_in_the_same_graph(live_server):
     assert result.ok, json.dumps(result.error, indent=1)
     [png] = host_client.output_paths(result, live_server.output_dir)
     assert Image.open(png).mode == "RGBA"
+
+
+def test_background_from_a_given_foreground(live_server):
+    graph = _patched_sampling_graph(
+        {"class_type": "LayerDiffuseCondJointApply",
+         "inputs": {"image": ["8", 0], "mode": "SD1.5 foreground to background + blended", "weight": 1.0}},
+        batch=2)
+    graph.update({
+        "8": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0x3366CC}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "10": {"class_type": "LayerDiffuseDecodeSplit", "inputs": {
+            "samples": ["6", 0], "images": ["9", 0], "layers": 2, "sd_version": "SD1.5", "augmentations": "1",
+            "sub_batch_size": 8}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 2], "filename_prefix": "e2e/fg2bg_blended"}},
+    })
+    result = host_client.run(live_server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    [png] = host_client.output_paths(result, live_server.output_dir)
+    assert Image.open(png).size == (64, 64)
