@@ -31,25 +31,14 @@ import folder_paths  # noqa: E402
 import torch  # noqa: E402
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 from support import layer_files  # noqa: E402
-from support.host_models import SD15_FULL_UNET, TINY_SDXL_UNET, randomize  # noqa: E402
+from support.host_models import SD15_FULL_UNET, TINY_SDXL_UNET, random_model  # noqa: E402
 
 SDXL_SHAPED = {**TINY_SDXL_UNET, "model_channels": 128, "num_res_blocks": [2, 2, 2],
                "transformer_depth": [0, 0, 2, 2, 4, 4], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 4, 4, 4]}
 
 
 def build(kind: str):
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
-    config_class, unet = {"SDXL": (comfy.supported_models.SDXL, SDXL_SHAPED),
-                          "SD15": (comfy.supported_models.SD15, SD15_FULL_UNET)}[kind]
-    config = config_class(dict(unet))
-    config.set_inference_dtype(torch.float32, None)
-    base = config.get_model({}, "", device=torch.device("cpu"))
-    base.diffusion_model.float()
-    randomize(base.diffusion_model, 0)
-    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
+    return random_model(kind, {"SDXL": SDXL_SHAPED, "SD15": SD15_FULL_UNET}[kind])
 
 
 def step_times(model, batch: int, steps: int, size: int) -> tuple[float, float]:

@@ -26,14 +26,19 @@ END = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
 MODEL_OUT_TOOLTIP = "A patched copy of the model; the model you connected is left unchanged."
 
 
-class LayerDiffuseApply:
-    DESCRIPTION = ("Makes the model generate images with real transparency (decode them with Layer Diffuse "
-                   "Decode). Works on SDXL and SD1.5 checkpoints; the weights download on first use.")
+class _ModelPatchNode:
+    """What the nodes returning only a patched MODEL share."""
+
     CATEGORY = CATEGORY
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
+
+
+class LayerDiffuseApply(_ModelPatchNode):
+    DESCRIPTION = ("Makes the model generate images with real transparency (decode them with Layer Diffuse "
+                   "Decode). Works on SDXL and SD1.5 checkpoints; the weights download on first use.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -62,15 +67,10 @@ def _layer_prompt(which: str) -> tuple:
                                         "the sampler's prompt is used for this layer too."})
 
 
-class LayerDiffuseJointApply:
+class LayerDiffuseJointApply(_ModelPatchNode):
     DESCRIPTION = ("SD1.5: generates foreground (transparent), background and blended image together from one "
                    "seed. Use a batch size that is a multiple of 3; split the result with Layer Diffuse Decode "
                    "Split (layers = 3).")
-    CATEGORY = CATEGORY
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -95,15 +95,10 @@ class LayerDiffuseJointApply:
                                                      contexts),)
 
 
-class LayerDiffuseCondJointApply:
+class LayerDiffuseCondJointApply(_ModelPatchNode):
     DESCRIPTION = ("SD1.5: given one layer (a foreground or a background image), generates the missing layer and "
                    "the blended image together. Batch size must be a multiple of 2; the condition image must have "
                    "the generated size. Split the result with Layer Diffuse Decode Split (layers = 2).")
-    CATEGORY = CATEGORY
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
 
     @classmethod
     def INPUT_TYPES(cls):

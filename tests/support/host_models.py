@@ -37,9 +37,9 @@ SMALL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels"
              "ch_mult": [1, 2, 4, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 
 
-def randomize(module: torch.nn.Module, seed: int) -> None:
+def randomize(module: torch.nn.Module, seed: int | torch.Generator) -> None:
     """The host's layers start uninitialised; give them small, finite random values."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in module.named_parameters():
             if param.ndim > 1:
@@ -51,8 +51,12 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
 
 
 def tiny_model(kind: str = "SD15", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
-    config_class, unet = {"SD15": (comfy.supported_models.SD15, TINY_SD15_UNET),
-                          "SDXL": (comfy.supported_models.SDXL, TINY_SDXL_UNET)}[kind]
+    return random_model(kind, {"SD15": TINY_SD15_UNET, "SDXL": TINY_SDXL_UNET}[kind], seed)
+
+
+def random_model(kind: str, unet: dict, seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    """A host MODEL of the SD1.5 or SDXL family with the given UNet layout and random weights."""
+    config_class = {"SD15": comfy.supported_models.SD15, "SDXL": comfy.supported_models.SDXL}[kind]
     config = config_class(dict(unet))
     config.set_inference_dtype(torch.float32, None)
     base = config.get_model({}, "", device=torch.device("cpu"))

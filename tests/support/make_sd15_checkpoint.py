@@ -20,29 +20,11 @@ import comfy.supported_models  # noqa: E402
 import comfy.utils  # noqa: E402
 import torch  # noqa: E402
 from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
+from host_models import SD15_FULL_UNET as SD15_UNET  # noqa: E402  (this folder; after args.cpu)
+from host_models import randomize  # noqa: E402
 
-SD15_UNET = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 768,
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
 SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
-
-
-def randomize(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Small random matrices, unit norm scales, zero biases: finite, varied outputs."""
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.ndim > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-            elif name.endswith("weight"):
-                param.fill_(1.0)
-            else:
-                param.zero_()
 
 
 def main(out: str) -> None:

@@ -18,7 +18,7 @@ import comfy.cldm.cldm  # noqa: E402
 import comfy.ops  # noqa: E402
 import comfy.utils  # noqa: E402
 import torch  # noqa: E402
-from make_sd15_checkpoint import randomize  # noqa: E402
+from host_models import randomize  # noqa: E402  (this folder; after args.cpu)
 
 
 def main(out: str) -> None:
