@@ -60,9 +60,8 @@ def _check_fits(deltas: dict[str, WeightDelta], model: ModelPatcher, name: str) 
         target = model_weights.get(key)
         if target is None:
             misfits.append(f"{key} (not in this model)")
-        elif key != CONV_IN and tuple(delta.dense().shape) != tuple(target.flatten(1).shape
-                                                                    if delta.is_lora else target.shape):
-            misfits.append(f"{key} ({tuple(delta.dense().shape)} vs {tuple(target.shape)})")
+        elif key != CONV_IN and delta.shape != tuple(target.flatten(1).shape if delta.is_lora else target.shape):
+            misfits.append(f"{key} ({delta.shape} vs {tuple(target.shape)})")
     if misfits:
         raise ValueError(f"{name} does not fit the connected model: {len(misfits)} of its {len(deltas)} weights "
                          f"have no counterpart of that shape, e.g. {misfits[:2]}. The file may be damaged, or the "
@@ -104,9 +103,7 @@ def _gate_deltas(patched: ModelPatcher, deltas: dict[str, WeightDelta], strength
         module_path, name = key.rsplit(".", 1)
         by_module.setdefault(module_path, {})[name] = delta
     for module_path, module_deltas in by_module.items():
-        original = comfy.utils.get_attr(patched.model, module_path)
-        while isinstance(original, GatedDelta):  # left in place by an earlier sampled clone
-            original = original.original
+        original = _original_module(patched, module_path)
         patched.add_object_patch(module_path, GatedDelta(original, module_deltas, strength, gate))
 
     def open_gate_in_range(executor, x, t, *args, **kwargs):
@@ -139,14 +136,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) ->
     return host_attention.optimized_attention(q, k, v, heads)
 
 
-def _original_attention(model: ModelPatcher, path: str) -> torch.nn.Module:
-    """The host's own attention module at `path`, even while another clone's units are patched in.
+def _original_module(model: ModelPatcher, path: str) -> torch.nn.Module:
+    """The host's own module at `path`, even while another clone's replacement is patched in.
 
     The host leaves a sampled clone's object patches in place until it loads another model, so the
-    module found there may be a unit of an earlier run; units keep the module they replaced.
+    module found there may be a unit or gated layer of an earlier run; both keep the module they replaced.
     """
     module = comfy.utils.get_attr(model.model, path)
-    while isinstance(module, AttentionSharingUnit):
+    while isinstance(module, (AttentionSharingUnit, GatedDelta)):
         module = module.original
     return module
 
@@ -158,7 +155,7 @@ def apply_attention_sharing(model: ModelPatcher, mode: LayerMode, strength: floa
     check_mode_fits(model, mode)
     sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
     paths = attention_paths(model.model.diffusion_model)
-    originals = [_original_attention(model, path) for path in paths]
+    originals = [_original_module(model, path) for path in paths]
     state = SharingState(weight=strength, sigma_start=sigma_start, sigma_end=sigma_end,
                          context_per_frame=list(contexts))
     layers = AttentionSharingLayers(originals, mode.frames, mode.use_control, state, attention=_attention)

@@ -29,11 +29,12 @@ class WeightDelta:
     def is_lora(self) -> bool:
         return self.diff is None
 
-    def dense(self) -> torch.Tensor:
-        """The full-size offset this delta adds (for a LoRA: the product, reshaped like the weight)."""
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the offset this delta adds; for a LoRA, of the (flattened) product, without computing it."""
         if self.diff is not None:
-            return self.diff
-        return (self.up.flatten(1).float() @ self.down.flatten(1).float())
+            return tuple(self.diff.shape)
+        return (self.up.shape[0], self.down.flatten(1).shape[1])
 
 
 def parse_unet_patches(state: dict[str, torch.Tensor], source: str = "file") -> dict[str, WeightDelta]:

@@ -132,24 +132,32 @@ def _latent(tooltip: str) -> tuple:
     return ("LATENT", {"tooltip": tooltip})
 
 
-class LayerDiffuseCondApply:
-    DESCRIPTION = ("SDXL: generates the blended image from a given foreground or background layer (fed to the "
-                   "model as a latent). Encode the layer with VAE Encode at the generated size; for a transparent "
-                   "foreground put it on 50% grey first.")
+class _ConditionPatchNode:
+    """What the SDXL layer-model nodes share: they patch the MODEL and add the given layers to the prompts."""
+
     CATEGORY = CATEGORY
     FUNCTION = "apply"
     RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("model", "positive", "negative")
-    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP, "The positive prompt, now carrying the given layer.",
-                       "The negative prompt, now carrying the given layer.")
+    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP, "The positive prompt, now carrying the given layer(s).",
+                       "The negative prompt, now carrying the given layer(s).")
+    SAMPLING_INPUTS = {
+        "model": ("MODEL", {"tooltip": "An SDXL model (from Load Checkpoint)."}),
+        "positive": ("CONDITIONING", {"tooltip": "The prompt to sample with."}),
+        "negative": ("CONDITIONING", {"tooltip": "The negative prompt to sample with."}),
+    }
+
+
+class LayerDiffuseCondApply(_ConditionPatchNode):
+    DESCRIPTION = ("SDXL: generates the blended image from a given foreground or background layer (fed to the "
+                   "model as a latent). Encode the layer with VAE Encode at the generated size; for a transparent "
+                   "foreground put it on 50% grey first.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SDXL model (from Load Checkpoint)."}),
-                "positive": ("CONDITIONING", {"tooltip": "The prompt to sample with."}),
-                "negative": ("CONDITIONING", {"tooltip": "The negative prompt to sample with."}),
+                **_ConditionPatchNode.SAMPLING_INPUTS,
                 "layer": _latent("The given layer, VAE-encoded at the generated size."),
                 "mode": ([m.name for m in COND_MODES], {"tooltip": "Which layer you give."}),
                 "weight": WEIGHT,
@@ -162,23 +170,16 @@ class LayerDiffuseCondApply:
                                 start_percent, end_percent)
 
 
-class LayerDiffuseDiffApply:
+class LayerDiffuseDiffApply(_ConditionPatchNode):
     DESCRIPTION = ("SDXL: given one layer and the blended image, generates the other layer (background from "
                    "foreground + blended, or foreground from background + blended). Encode both with VAE Encode "
                    "at the generated size.")
-    CATEGORY = CATEGORY
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING")
-    RETURN_NAMES = ("model", "positive", "negative")
-    OUTPUT_TOOLTIPS = LayerDiffuseCondApply.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SDXL model (from Load Checkpoint)."}),
-                "positive": ("CONDITIONING", {"tooltip": "The prompt to sample with."}),
-                "negative": ("CONDITIONING", {"tooltip": "The negative prompt to sample with."}),
+                **_ConditionPatchNode.SAMPLING_INPUTS,
                 "layer": _latent("The given layer (foreground or background), VAE-encoded at the generated size."),
                 "blended": _latent("The blended image, VAE-encoded at the generated size."),
                 "mode": ([m.name for m in DIFF_MODES], {"tooltip": "Which layer you give and which is made."}),
