@@ -58,6 +58,15 @@ def get_json(server: str, path: str) -> dict:
     return _request(server.rstrip("/") + path)
 
 
+def free_memory(server: str) -> None:
+    """Ask the server to unload its models and drop its cached outputs (before another server needs the RAM)."""
+    body = json.dumps({"unload_models": True, "free_memory": True}).encode()
+    request = urllib.request.Request(server.rstrip("/") + "/free", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
 def queue(server: str, graph: dict, client_id: str | None = None) -> str:
     try:
         answer = _request(server.rstrip("/") + "/prompt", {"prompt": graph, "client_id": client_id or uuid.uuid4().hex})

@@ -35,6 +35,13 @@ SD15_ATTENTION_PATHS = [
 ]
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (the UNet's own linear layer, input) -> (weight, bias) ready for that input; hosts that offload
+# weights or patch them on the fly supply their own.
+WeightsOf = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def plain_weights(linear: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return linear.weight.to(x), None if linear.bias is None else linear.bias.to(x)
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -70,6 +77,17 @@ class SharingState:
     sigma_end: float = 0.0
     context_per_frame: Sequence[torch.Tensor | None] = ()  # per-frame prompt for conditional rows
     control: dict[int, torch.Tensor] = field(default_factory=dict)  # token count -> [b, 256, h, w]
+    _control_cast: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def control_like(self, tokens: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The control maps for a token count in `like`'s device and dtype, converted once, not per call."""
+        key = (tokens, like.device, like.dtype)
+        if key not in self._control_cast:
+            signal = self.control.get(tokens)
+            if signal is None:
+                return None
+            self._control_cast[key] = signal.to(like)
+        return self._control_cast[key]
 
     def active(self, options: dict) -> bool:
         if self.weight == 0.0:
@@ -93,10 +111,10 @@ class AttentionSharingUnit(nn.Module):
     """Replaces one attention module; returns what that module would have returned."""
 
     def __init__(self, original: nn.Module, frames: int, use_control: bool, state: SharingState,
-                 attention: Attention = sdpa_attention) -> None:
+                 attention: Attention = sdpa_attention, weights_of: WeightsOf = plain_weights) -> None:
         super().__init__()
         self._original = [original]  # not a submodule: its weights belong to the UNet
-        self._state, self._attention = state, attention
+        self._state, self._attention, self._weights_of = state, attention, weights_of
         self.frames, self.heads = frames, original.heads
         dim = original.to_q.in_features
         context_dim, inner = original.to_k.in_features, original.to_k.out_features
@@ -152,23 +170,22 @@ class AttentionSharingUnit(nn.Module):
 
     def _control(self, framed: torch.Tensor) -> torch.Tensor:
         tokens = framed.shape[2]
-        signal = self._state.control.get(tokens)
+        signal = self._state.control_like(tokens, framed)
         if signal is None:
             raise ValueError("The condition image does not match the size being generated: it must be exactly "
                              "the generated image's size (8x the latent's). Resize it (Upscale Image) or change "
                              "the latent size.")
-        signal = signal.to(framed)
         return torch.stack([_apply(conv, signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
 
     def _projection(self, x: torch.Tensor, linear: nn.Module, lora: LoRA) -> torch.Tensor:
         """`linear` with this frame's LoRA added, computed whichever way costs fewer multiplications."""
-        bias = None if linear.bias is None else linear.bias.to(x)
+        weight, bias = self._weights_of(linear, x)
         scale = self._state.weight
         tokens = x.shape[0] * x.shape[1]
         if tokens * (linear.in_features + linear.out_features) < linear.in_features * linear.out_features:
             low_rank = F.linear(F.linear(x, lora.down.weight.to(x)), lora.up.weight.to(x))
-            return F.linear(x, linear.weight.to(x), bias) + scale * low_rank
-        return F.linear(x, linear.weight.to(x) + scale * lora.delta().to(x), bias)
+            return F.linear(x, weight, bias) + scale * low_rank
+        return F.linear(x, weight + scale * lora.delta().to(x), bias)
 
     def _frame_attention(self, hidden: torch.Tensor, f: int, context: torch.Tensor | None,
                          uncond_mark: torch.Tensor | None) -> torch.Tensor:
@@ -258,11 +275,11 @@ class AttentionSharingLayers(nn.Module):
     """The units in published order, under the published names (`hookers.layers.N`, `kwargs_encoder`)."""
 
     def __init__(self, originals: Sequence[nn.Module], frames: int, use_control: bool, state: SharingState,
-                 attention: Attention = sdpa_attention) -> None:
+                 attention: Attention = sdpa_attention, weights_of: WeightsOf = plain_weights) -> None:
         super().__init__()
         self.hookers = nn.Module()
         self.hookers.layers = nn.ModuleList(
-            AttentionSharingUnit(m, frames, use_control, state, attention) for m in originals
+            AttentionSharingUnit(m, frames, use_control, state, attention, weights_of) for m in originals
         )
         self.kwargs_encoder = ControlEncoder() if use_control else None
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import comfy.ldm.modules.attention as host_attention
+import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.patcher_extension
 import comfy.utils
 import torch
@@ -136,6 +138,26 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) ->
     return host_attention.optimized_attention(q, k, v, heads)
 
 
+def _host_weights(linear: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The UNet projection's weights for `x` as the host computes them: offloaded weights are fetched and
+    on-the-fly weight patches (a user's LoRA in low-VRAM mode) are applied."""
+    if hasattr(linear, "weight_function"):
+        return comfy.ops.cast_bias_weight(linear, x)
+    return linear.weight.to(x), None if linear.bias is None else linear.bias.to(x)
+
+
+def _encode_control(encoder: torch.nn.Module, image: torch.Tensor, dtype: torch.dtype) -> dict[int, torch.Tensor]:
+    """Run the control encoder once, on the device the host samples on, loaded through host model management."""
+    patcher = ModelPatcher(encoder.to(dtype), load_device=mm.get_torch_device(),
+                           offload_device=mm.unet_offload_device())
+    module = host.prepare(patcher, working_memory=image.shape[0] * image.shape[2] * image.shape[3] * 64 * 4)
+    device = mm.get_torch_device()
+    with torch.inference_mode():
+        signals = module(image.to(device, dtype))
+    # Plain tensors (not inference tensors), kept on the device the UNet runs on.
+    return {tokens: signal.clone() for tokens, signal in signals.items()}
+
+
 def _original_module(model: ModelPatcher, path: str) -> torch.nn.Module:
     """The host's own module at `path`, even while another clone's replacement is patched in.
 
@@ -158,20 +180,32 @@ def apply_attention_sharing(model: ModelPatcher, mode: LayerMode, strength: floa
     originals = [_original_module(model, path) for path in paths]
     state = SharingState(weight=strength, sigma_start=sigma_start, sigma_end=sigma_end,
                          context_per_frame=list(contexts))
-    layers = AttentionSharingLayers(originals, mode.frames, mode.use_control, state, attention=_attention)
+    layers = AttentionSharingLayers(originals, mode.frames, mode.use_control, state, attention=_attention,
+                                    weights_of=_host_weights)
     path = _weight_file_path(mode)
     host.load_strict(layers, weights.load_state_dict(path), path, weights.REGISTRY[mode.file])
     dtype = model.model.get_dtype()
+    dtype = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16
     for unit in layers.units:
-        unit.to(dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float16)
+        unit.to(dtype)
         unit.attach()  # after the cast: the projections are the UNet's own and keep their dtype
     if control_image is not None:
-        with torch.inference_mode():
-            state.control = {k: v.clone() for k, v in layers.kwargs_encoder.float()(control_image.float()).items()}
+        with torch.no_grad():
+            compute_dtype = model.model.manual_cast_dtype or dtype
+            state.control = _encode_control(layers.kwargs_encoder, control_image, compute_dtype)
     patched = model.clone()
     for unit_path, unit in zip(paths, layers.units, strict=True):
         patched.add_object_patch(unit_path, unit)
+    # The units join the UNet when the host patches it in, and move with it; count them in the size the
+    # host plans memory with (it is otherwise copied from the base model).
+    patched.size = model.model_size() + sum(_own_parameter_bytes(unit) for unit in layers.units)
     return patched
+
+
+def _own_parameter_bytes(unit: AttentionSharingUnit) -> int:
+    """Bytes of a unit's own parameters, not the UNet projections it has attached as children."""
+    borrowed = {id(p) for name in ("to_q", "to_k", "to_v", "to_out") for p in getattr(unit, name).parameters()}
+    return sum(p.numel() * p.element_size() for p in unit.parameters() if id(p) not in borrowed)
 
 
 def conditioning_context(conditioning) -> torch.Tensor | None:

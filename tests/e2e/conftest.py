@@ -11,12 +11,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import hostenv
 import pytest
-import torch
-from host_server import ComfyServer, free_port
+from host_server import ComfyServer
 from support import fixtures, layer_files
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
+from support.servers import new_base_dir, start_server
 
 
 @dataclass
@@ -33,15 +32,10 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
-    base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / hostenv.PACK_LINK_NAME).symlink_to(hostenv.REPO, target_is_directory=True)
-    checkpoints = base / "models" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / CHECKPOINT).symlink_to(fixtures.sd15_checkpoint(fixture_cache))
-    (base / "models" / "controlnet").mkdir()
-    (base / "models" / "controlnet" / fixtures.SD15_CONTROLNET).symlink_to(fixtures.sd15_controlnet(fixture_cache))
-
+    base = new_base_dir(tmp_path_factory, {
+        "checkpoints": {CHECKPOINT: fixtures.sd15_checkpoint(fixture_cache)},
+        "controlnet": {fixtures.SD15_CONTROLNET: fixtures.sd15_controlnet(fixture_cache)},
+    })
     layer_folder = tmp_path_factory.mktemp("shared_models") / "layer_model"
     layer_folder.mkdir()
     shutil.copy(fixtures.decoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_decoder.safetensors")
@@ -49,14 +43,6 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     for name in ("transparent_attn", "joint", "fg2bg"):
         (layer_folder / f"layer_sd15_{name}.safetensors").symlink_to(
             layer_files.published_sharing_file(fixture_cache, name))
-    yaml = base / "extra_model_paths.yaml"
-    yaml.write_text(f"shared:\n  base_path: {layer_folder.parent}\n  layer_model: layer_model\n")
-
-    env = hostenv.host_environment()
-    env["LAYER_SKETCH_WEIGHTS_URL"] = f"http://127.0.0.1:{free_port()}/offline"
-    server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, env=env, log_path=base / "server.log",
-                         cpu=not torch.cuda.is_available(),
-                         extra_args=["--base-directory", str(base), "--extra-model-paths-config", str(yaml)])
-    server.start()
+    server = start_server(base, layer_folder)
     yield LiveServer(server.url, base, layer_folder, server)
     server.stop()

@@ -8,8 +8,7 @@ import safetensors.torch
 import torch
 from comfyui_layer_sketch.layer_model.attention_sharing import AttentionSharingLayers, SharingState, attention_paths
 
-LORA_TARGETS = (".attn1.to_q.weight", ".attn1.to_k.weight", ".attn1.to_v.weight", ".attn1.to_out.0.weight",
-                ".attn2.to_q.weight", ".attn2.to_out.0.weight")
+from .published_keys import LORA_TARGETS
 
 
 def _random(shape, generator, scale=0.05) -> torch.Tensor:

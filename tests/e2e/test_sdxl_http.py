@@ -1,0 +1,58 @@
+"""SDXL over HTTP on a full-size SDXL checkpoint with random bf16 weights: the shipped transparent workflow.
+
+Its own server (`--bf16-unet`), started after the SD1.5 server has freed its models: the SDXL model set
+takes about 7 GB of RAM in bf16/fp16, and a CI machine has 24 GiB.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import host_client
+import numpy as np
+import pytest
+from PIL import Image
+from support import fixtures
+from support.servers import new_base_dir, start_server
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "sdxl_transparent.json"
+
+
+@pytest.fixture(scope="module")
+def sdxl_server(tmp_path_factory, fixture_cache):
+    checkpoint, lora = fixtures.sdxl_checkpoint_and_lora(fixture_cache)
+    base = new_base_dir(tmp_path_factory, {"checkpoints": {checkpoint.name: checkpoint}})
+    layer_folder = tmp_path_factory.mktemp("sdxl_models") / "layer_model"
+    layer_folder.mkdir()
+    (layer_folder / "layer_xl_transparent_attn.safetensors").symlink_to(lora)
+    (layer_folder / "vae_transparent_decoder.safetensors").symlink_to(fixtures.decoder_file(fixture_cache))
+    server = start_server(base, layer_folder, ("--bf16-unet",))
+    yield server, base
+    server.stop()
+
+
+def _run(server, base: Path, weight: float) -> np.ndarray:
+    graph = host_client.load_api_workflow(WORKFLOW)
+    for (node, field), value in {("1", "ckpt_name"): fixtures.SDXL_CHECKPOINT, ("4", "width"): 64,
+                                 ("4", "height"): 64, ("5", "steps"): 1, ("10", "weight"): weight,
+                                 ("7", "augmentations"): "2"}.items():
+        graph[node]["inputs"][field] = value
+    result = host_client.run(server.url, graph, timeout=1500)
+    assert result.ok, json.dumps(result.error, indent=1)
+    [png] = host_client.output_paths(result, base / "output")
+    image = Image.open(png)
+    assert image.mode == "RGBA" and image.size == (64, 64)
+    return np.asarray(image)
+
+
+def test_shipped_sdxl_attention_workflow_on_a_full_size_checkpoint(sdxl_server):
+    server, base = sdxl_server
+    patched = _run(server, base, 1.0)
+    assert patched[..., 3].std() > 1.0, "alpha must vary across the image"
+    assert re.search(r"^Requested to load SDXL$", server.log_tail(200_000), re.M), "not detected as SDXL"
+    unpatched = _run(server, base, 0.0)
+    assert np.abs(patched.astype(int) - unpatched.astype(int)).max() > 2, "the attention LoRA must change the image"
