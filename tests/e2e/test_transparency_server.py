@@ -15,18 +15,21 @@ from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
 pytestmark = pytest.mark.e2e
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-PACK_NODES = ("LayerDiffuseDecode", "LayerDiffuseDecodeSplit", "LayerDiffuseEncode")
+PACK_NODES = ("LayerDiffuseDecode", "LayerDiffuseDecodeSplit", "LayerDiffuseEncode", "LayerDiffuseApply",
+              "LayerDiffuseJointApply", "LayerDiffuseCondJointApply", "LayerDiffuseCondApply", "LayerDiffuseDiffApply")
 
 
-@pytest.mark.parametrize("node_id", PACK_NODES)
-def test_pack_nodes_are_registered_with_tooltips(live_server, node_id):
-    info = host_client.get_json(live_server.url, f"/object_info/{node_id}")[node_id]
-    assert info["category"] == "layer_diffuse"
-    assert info["python_module"].startswith("custom_nodes.")
-    inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
-    for name, (_, options) in ((n, spec if len(spec) > 1 else (spec[0], {})) for n, spec in inputs.items()):
-        assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert len(info["output_tooltips"]) == len(info["output"]) and all(info["output_tooltips"])
+def test_every_pack_node_is_registered_with_tooltips(live_server):
+    info = host_client.get_json(live_server.url, "/object_info")
+    ours = {name: node for name, node in info.items() if "comfyui_layer_sketch" in node["python_module"]}
+    assert set(PACK_NODES) <= set(ours), f"missing: {set(PACK_NODES) - set(ours)}"
+    for node_id, node in ours.items():
+        assert node["category"].startswith(("layer_diffuse", "sketch_guidance")), node_id
+        assert node["description"], f"{node_id} has no description"
+        inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
+        for name, spec in inputs.items():
+            assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert len(node["output_tooltips"]) == len(node["output"]) and all(node["output_tooltips"]), node_id
 
 
 def test_layer_model_folder_from_yaml_is_listed(live_server):
