@@ -3,9 +3,11 @@
 ComfyUI imports this package from `custom_nodes/`; it registers the nodes and the model folders.
 """
 
-from .layer_model.host import register_model_folder
+from .layer_model import host as layer_host
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .sketch_guidance import host as sketch_host
 
-register_model_folder()
+layer_host.register_model_folder()
+sketch_host.register_model_folder()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -7,6 +7,7 @@ from .layer_diffuse import (
     LayerDiffuseDiffApply,
     LayerDiffuseJointApply,
 )
+from .sketch import SketchGuidanceApply, SketchGuidanceLoadPredictor, SketchGuidanceTrainPredictor, SketchToEdgeMap
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
 
 # Node ids are public API: saved graphs and shipped workflows refer to them. Never rename one.
@@ -19,6 +20,10 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseDecode": LayerDiffuseDecode,
     "LayerDiffuseDecodeSplit": LayerDiffuseDecodeSplit,
     "LayerDiffuseEncode": LayerDiffuseEncode,
+    "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
+    "SketchGuidanceApply": SketchGuidanceApply,
+    "SketchGuidanceTrainPredictor": SketchGuidanceTrainPredictor,
+    "SketchToEdgeMap": SketchToEdgeMap,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,4 +35,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseDecode": "Layer Diffuse Decode (RGBA)",
     "LayerDiffuseDecodeSplit": "Layer Diffuse Decode Split (RGBA layers)",
     "LayerDiffuseEncode": "Layer Diffuse Encode (RGBA to latent)",
+    "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
+    "SketchGuidanceApply": "Sketch Guidance Apply",
+    "SketchGuidanceTrainPredictor": "Sketch Guidance Train Predictor",
+    "SketchToEdgeMap": "Sketch to Edge Map",
 }

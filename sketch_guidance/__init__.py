@@ -1,1 +1,1 @@
-"""Sketch-guided diffusion (latent edge predictor, guidance, training). Arrives with its own issue."""
+"""Sketch-guided diffusion: the latent edge predictor, guidance during sampling, and its training."""

@@ -1,0 +1,114 @@
+"""The guidance step: loss against the sketch, its gradient w.r.t. the noisy latent, the normalised step.
+
+At a guided step the sampler's own step z_t -> z_{t-1} is followed by
+    z_{t-1} <- z_{t-1} - beta * ||z_t - z_{t-1}|| / ||g|| * g,   g = dL/dz_t,  L = ||P(F(z_t)) - E(sketch)||^2
+so the guidance moves the latent by beta times the sampler's own step, whatever the loss's scale.
+Samplers that step from the denoised estimate d along (x - d) (Euler: x_next = x + (s_next - s)/s * (x - d))
+take exactly that step when d is replaced by d - beta * ||x - d|| / ||g|| * g, which is what
+`guided_denoised` returns; other samplers take it to first order. Norms are per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+DEFAULT_STRENGTH = 1.6  # beta in the paper
+DEFAULT_END_PERCENT = 0.5  # guided for the first half of sampling
+MAX_STRENGTH = 10.0
+
+
+def edge_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared distance, summed over channels and averaged over pixels: [B]."""
+    return (predicted - target.to(predicted)).pow(2).sum(dim=1).mean(dim=(1, 2))
+
+
+def noise_level(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The noise part of the VP latent z_t (sqrt(1 - alpha_bar) * eps) from sigma-space x and its denoised estimate."""
+    sigma = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x)
+    return (x - denoised) / torch.sqrt(1.0 + sigma**2)
+
+
+def guided_denoised(x: torch.Tensor, denoised: torch.Tensor, grad: torch.Tensor, strength: float) -> torch.Tensor:
+    """The denoised estimate moved against `grad` by `strength` times the sampler's step size, per sample."""
+    step = (x - denoised).flatten(1).norm(dim=1)
+    grad_norm = grad.flatten(1).norm(dim=1)
+    scale = torch.where(grad_norm > 0, strength * step / grad_norm.clamp_min(1e-20), torch.zeros_like(step))
+    return denoised - scale.reshape(-1, *([1] * (x.ndim - 1))).to(grad) * grad
+
+
+def check_strength(strength: float) -> None:
+    if not 0.0 <= strength <= MAX_STRENGTH or math.isnan(strength):
+        raise ValueError(f"Sketch guidance strength {strength} is out of range: use 0 to {MAX_STRENGTH:g} "
+                         f"(the paper uses {DEFAULT_STRENGTH}; higher follows the sketch more, at some cost "
+                         "in realism).")
+
+
+@dataclass
+class GuidanceState:
+    """What one guided step hands from the model call (gradient) to the sampler's CFG result (the step)."""
+
+    strength: float
+    sigma_end: float  # guided while sigma >= sigma_end
+    sigma: float | None = None
+    grad: torch.Tensor | None = None  # [B, C, h, w], zeros for samples with no conditional rows
+    losses: list[float] = field(default_factory=list)  # per guided step, the batch mean (for reports)
+    resized: bool = False  # the sketch did not match the latent grid (said once)
+
+    def active(self, sigma: float) -> bool:
+        return self.strength > 0 and sigma >= self.sigma_end
+
+    def add_gradient(self, sigma: float, samples: torch.Tensor, grad: torch.Tensor, batch: int) -> None:
+        """Accumulate `grad` rows for `samples` (indices into the batch) at this sigma."""
+        if self.sigma is None or not math.isclose(self.sigma, sigma, rel_tol=1e-6) or self.grad is None \
+                or self.grad.shape[0] != batch or self.grad.shape[1:] != grad.shape[1:]:
+            self.sigma = sigma
+            self.grad = torch.zeros((batch, *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
+        self.grad.index_add_(0, samples.to(grad.device), grad)
+
+    def take_gradient(self, sigma: float, like: torch.Tensor) -> torch.Tensor | None:
+        """The gradient recorded at this sigma for a batch shaped like `like`, once."""
+        grad, self.grad = self.grad, None
+        if grad is None or self.sigma is None or not math.isclose(self.sigma, sigma, rel_tol=1e-6):
+            return None
+        if grad.shape != like.shape:
+            return None
+        return grad.to(like)
+
+
+def _normal_view(tensor: torch.Tensor) -> torch.Tensor:
+    """A normal (non-inference) tensor on the same memory: autograd may save it, nothing is copied."""
+    view = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+    view.set_(tensor.untyped_storage(), tensor.storage_offset(), tensor.shape, tensor.stride())
+    return view
+
+
+@contextmanager
+def normal_tensor_views(module: nn.Module) -> Iterator[int]:
+    """Within the block, the module's inference-mode parameters and buffers are normal tensors on the
+    same memory, so gradients can flow through it; yields how many were swapped. Restored afterwards.
+
+    Hosts that load weights under `torch.inference_mode()` create inference tensors, which autograd
+    refuses to save for backward; copying them would double the model's memory.
+    """
+    swapped: list[tuple[nn.Module, str, str, torch.Tensor]] = []
+    with torch.inference_mode(False):
+        for owner in module.modules():
+            for kind, table in (("param", owner._parameters), ("buffer", owner._buffers)):
+                for name, tensor in list(table.items()):
+                    data = tensor.data if isinstance(tensor, nn.Parameter) else tensor
+                    if type(data) is not torch.Tensor or not data.is_inference():  # quantised tensors: skip
+                        continue
+                    view = _normal_view(data)
+                    table[name] = nn.Parameter(view, requires_grad=False) if kind == "param" else view
+                    swapped.append((owner, kind, name, tensor))
+    try:
+        yield len(swapped)
+    finally:
+        for owner, kind, name, original in reversed(swapped):
+            (owner._parameters if kind == "param" else owner._buffers)[name] = original
