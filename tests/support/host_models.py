@@ -33,6 +33,11 @@ SD15_FULL_UNET = {
     "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
+# The SD1.5 block layout (12 input blocks, 3-child middle block, 12 output blocks) at a tenth of the width:
+# every layer the sketch-guidance layer sets name exists, with a tenth of the channels.
+NARROW_SD15_UNET = dict(TINY_SD15_UNET, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
 SMALL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
              "ch_mult": [1, 2, 4, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 
