@@ -74,6 +74,11 @@ def queue(server: str, graph: dict, client_id: str | None = None) -> str:
         if err.code == 400:
             raise PromptRejectedError(json.loads(err.read() or b"{}")) from err
         raise
+    if answer.get("node_errors"):
+        # The host queues the outputs that did validate and runs them; the others are dropped silently.
+        raise PromptRejectedError({"error": {"message": "some outputs of the workflow were refused (the rest "
+                                                        f"run as prompt {answer['prompt_id']})"},
+                                   "node_errors": answer["node_errors"]})
     return answer["prompt_id"]
 
 

@@ -35,6 +35,8 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     base = new_base_dir(tmp_path_factory, {
         "checkpoints": {CHECKPOINT: fixtures.sd15_checkpoint(fixture_cache)},
         "controlnet": {fixtures.SD15_CONTROLNET: fixtures.sd15_controlnet(fixture_cache)},
+        "edge_predictor": {fixtures.SD15_PREDICTOR: fixtures.edge_predictor_file(fixture_cache, "SD15"),
+                           fixtures.SDXL_PREDICTOR: fixtures.edge_predictor_file(fixture_cache, "SDXL")},
     })
     layer_folder = tmp_path_factory.mktemp("shared_models") / "layer_model"
     layer_folder.mkdir()

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
-MODEL_FILE_INPUTS = {"ckpt_name", "vae_name", "lora_name", "control_net_name", "image"}  # user's own files
+MODEL_FILE_INPUTS = {"ckpt_name", "vae_name", "lora_name", "control_net_name", "image", "predictor_name"}  # user files
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from comfyui_layer_sketch.sketch_guidance.predictor import (
 )
 from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor
 from support import layer_files, sketches
-from support.host_models import NARROW_SD15_UNET, SD15_FULL_UNET, random_model, small_vae
+from support.host_models import NARROW_SD15_UNET, SD15_FULL_UNET, SDXL_FULL_UNET, random_model, small_vae
 
 Apply = NODE_CLASS_MAPPINGS["SketchGuidanceApply"]
 TRAIN_STEPS = 150
@@ -71,6 +71,11 @@ def test_layer_sets_read_the_channel_counts_of_the_real_sd15_layout():
     assert counts == {"paper": 9280, "down_up": 7040, "down_mid_up": 9280}
     # the community files' input widths: features + 4 noise channels + 36 encoding channels
     assert {width - 40: counts[name] for width, name in COMMUNITY_LAYER_SETS.items()} == {7040: 7040, 9280: 9280}
+    config = comfy.supported_models.SDXL(dict(SDXL_FULL_UNET))
+    config.set_inference_dtype(torch.float32, None)
+    with torch.device("meta"):
+        sdxl = config.get_model({}, "", device=torch.device("meta")).diffusion_model
+    assert feature_channels(sdxl, LAYER_SETS["paper"]) == 8320  # 320, 640, 1280, 3 x 1280, 1280, 640, 320
 
 
 def test_layer_sets_on_the_narrow_unet(narrow):

@@ -1,0 +1,90 @@
+"""Sketch guidance over HTTP on the full-size random SD1.5 checkpoint: the shipped workflow, and bad inputs.
+
+The guided run takes gradients through the host's real UNet inside the server's own execution (inference
+mode, weights loaded by the host), so it fails loudly if that path breaks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import host_client
+import numpy as np
+import pytest
+from PIL import Image
+from support import fixtures
+from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "sd15_sketch_guided.json"
+
+
+def _put_sketch(live_server, name: str, pixels: np.ndarray) -> str:
+    folder = live_server.base / "input"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(pixels).save(folder / name)
+    return name
+
+
+def _drawing(width: int = 128, height: int = 96) -> np.ndarray:
+    """Dark strokes on light paper: a rectangle outline and a diagonal."""
+    paper = np.full((height, width, 3), 235, np.uint8)
+    paper[20:23, 16:112] = paper[70:73, 16:112] = 30
+    paper[20:73, 16:19] = paper[20:73, 109:112] = 30
+    for i in range(60):
+        paper[25 + i // 2, 30 + i] = 60
+    return paper
+
+
+def _graph(live_server, sketch: str, strength: float, predictor: str = fixtures.SD15_PREDICTOR) -> dict:
+    graph = host_client.load_api_workflow(WORKFLOW)
+    for (node, field), value in {("1", "ckpt_name"): CHECKPOINT, ("4", "width"): 128, ("4", "height"): 96,
+                                 ("5", "image"): sketch, ("6", "predictor_name"): predictor,
+                                 ("7", "strength"): strength, ("7", "end_percent"): 1.0,
+                                 ("8", "steps"): 2}.items():
+        graph[node]["inputs"][field] = value
+    return graph
+
+
+def test_shipped_sketch_workflow_guides_the_full_size_model(live_server):
+    sketch = _put_sketch(live_server, "e2e_sketch.png", _drawing())
+    images = {}
+    for strength in (1.6, 0.0):
+        result = host_client.run(live_server.url, _graph(live_server, sketch, strength), timeout=900)
+        assert result.ok, json.dumps(result.error, indent=1)
+        [png] = host_client.output_paths(result, live_server.output_dir)
+        images[strength] = np.asarray(Image.open(png).convert("RGB")).astype(int)
+        assert images[strength].shape == (96, 128, 3)
+        previews = [i for i in result.images() if i["type"] == "temp"]
+        assert previews, "the edge map the guidance aims at is shown"
+    assert np.abs(images[1.6] - images[0.0]).max() > 2, "guidance must change the image"
+
+
+BAD_SKETCH_INPUTS = [
+    ("predictor trained for SDXL", dict(predictor=fixtures.SDXL_PREDICTOR),
+     ["trained for SDXL models, but the connected MODEL is SD15"]),
+    ("blank sketch", dict(sketch="blank"), ["The sketch is blank"]),
+]
+
+
+@pytest.mark.parametrize("case, change, phrases", BAD_SKETCH_INPUTS, ids=[c[0] for c in BAD_SKETCH_INPUTS])
+def test_bad_sketch_input_gets_a_clear_error(live_server, case, change, phrases):
+    sketch = _put_sketch(live_server, "e2e_sketch.png", _drawing())
+    if change.get("sketch") == "blank":
+        sketch = _put_sketch(live_server, "e2e_blank.png", np.full((96, 128, 3), 250, np.uint8))
+    graph = _graph(live_server, sketch, 1.6, change.get("predictor", fixtures.SD15_PREDICTOR))
+    result = host_client.run(live_server.url, graph, timeout=600)
+    assert not result.ok, f"{case}: expected an error"
+    for phrase in phrases:
+        assert phrase in result.error["exception_message"], (case, result.error["exception_message"])
+    graph = _graph(live_server, _put_sketch(live_server, "e2e_sketch.png", _drawing()), 0.5)
+    graph["8"]["inputs"]["steps"] = 1
+    assert host_client.run(live_server.url, graph, timeout=600).ok, "the server keeps serving"
+
+
+def test_strength_out_of_range_is_refused_before_running(live_server):
+    sketch = _put_sketch(live_server, "e2e_sketch.png", _drawing())
+    with pytest.raises(host_client.PromptRejectedError, match="strength"):
+        host_client.queue(live_server.url, _graph(live_server, sketch, 11.0))
