@@ -88,3 +88,21 @@ def test_strength_out_of_range_is_refused_before_running(live_server):
     sketch = _put_sketch(live_server, "e2e_sketch.png", _drawing())
     with pytest.raises(host_client.PromptRejectedError, match="strength"):
         host_client.queue(live_server.url, _graph(live_server, sketch, 11.0))
+
+
+def test_shipped_training_workflow_saves_a_predictor_for_the_checkpoint(live_server, tmp_path):
+    from comfyui_layer_sketch.sketch_guidance.predictor import load_predictor
+    from support.sketches import write_image_folder
+
+    folder = write_image_folder(tmp_path / "training_images", 3)
+    graph = host_client.load_api_workflow(WORKFLOW.parent / "sd15_train_edge_predictor.json")
+    for field, value in {"image_folder": str(folder), "steps": 2, "batch_size": 2, "resolution": 64,
+                         "file_name": "e2e_trained"}.items():
+        graph["2"]["inputs"][field] = value
+    graph["1"]["inputs"]["ckpt_name"] = CHECKPOINT
+    result = host_client.run(live_server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    saved = live_server.base / "models" / "edge_predictor" / "e2e_trained.safetensors"
+    predictor = load_predictor(str(saved))
+    assert (predictor.info.base, predictor.info.feature_channels, predictor.info.trained_steps) == ("SD15", 9280, 2)
+    assert "e2e_trained.safetensors" in json.dumps(result.outputs["3"]), "the report is shown"
