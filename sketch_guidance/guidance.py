@@ -81,6 +81,35 @@ class GuidanceState:
         return grad.to(like)
 
 
+@contextmanager
+def snapshots_of_outputs(modules: list[nn.Module]) -> Iterator[None]:
+    """Within the block, when autograd saves one of these modules' outputs (or a view of it) for the backward
+    pass, it saves a copy taken at that moment.
+
+    The host adds ControlNet residuals to the UNet's skip connections in place, after the next block has
+    already saved them for backward; without a snapshot the backward pass would refuse the changed tensor.
+    Only these outputs are copied, and only when saved.
+    """
+    watched: set[int] = set()
+
+    def remember(_module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            watched.add(output.untyped_storage().data_ptr())
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.untyped_storage().data_ptr() in watched:
+            return tensor.clone()
+        return tensor
+
+    handles = [module.register_forward_hook(remember) for module in modules]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _normal_view(tensor: torch.Tensor) -> torch.Tensor:
     """A normal (non-inference) tensor on the same memory: autograd may save it, nothing is copied."""
     view = torch.empty(0, dtype=tensor.dtype, device=tensor.device)

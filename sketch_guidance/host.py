@@ -22,7 +22,15 @@ import torch
 
 from . import edges
 from .features import Layer, capture, feature_channels
-from .guidance import GuidanceState, check_strength, edge_loss, guided_denoised, noise_level, normal_tensor_views
+from .guidance import (
+    GuidanceState,
+    check_strength,
+    edge_loss,
+    guided_denoised,
+    noise_level,
+    normal_tensor_views,
+    snapshots_of_outputs,
+)
 from .predictor import EdgePredictor, PredictorFileError, import_community_checkpoint, load_predictor, save_predictor
 
 FOLDER_NAME = "edge_predictor"
@@ -156,7 +164,8 @@ def _guided_apply_model(state: GuidanceState, unet: torch.nn.Module, predictor: 
         x_grad = x.detach().clone().requires_grad_(True)
         t, c_concat, c_crossattn = (_normal_copy(v) for v in (t, c_concat, c_crossattn))
         kwargs = {k: _normal_copy(v) for k, v in kwargs.items()}
-        with capture(unet, layers, tuple(x.shape[-2:]), rows) as captured:
+        skips = [block[-1] for block in unet.input_blocks] if control is not None else []
+        with capture(unet, layers, tuple(x.shape[-2:]), rows) as captured, snapshots_of_outputs(skips):
             denoised = executor(x_grad, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         noise = noise_level(x_grad[rows], denoised[rows], t[rows]).detach()
         predicted = predictor.model(captured.features(), noise)

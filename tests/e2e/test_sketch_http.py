@@ -106,3 +106,27 @@ def test_shipped_training_workflow_saves_a_predictor_for_the_checkpoint(live_ser
     predictor = load_predictor(str(saved))
     assert (predictor.info.base, predictor.info.feature_channels, predictor.info.trained_steps) == ("SD15", 9280, 2)
     assert "e2e_trained.safetensors" in json.dumps(result.outputs["3"]), "the report is shown"
+
+
+def test_sketch_guided_transparent_layer_with_controlnet_in_the_same_graph(live_server):
+    """LayerDiffusion attention sharing + sketch guidance + ControlNet (Canny of the same sketch), one sampler."""
+    graph = _graph(live_server, _put_sketch(live_server, "e2e_sketch.png", _drawing()), 1.6)
+    graph.update({
+        "20": {"class_type": "LayerDiffuseApply", "inputs": {"model": ["1", 0], "mode": "auto", "weight": 1.0}},
+        "21": {"class_type": "Canny", "inputs": {"image": ["5", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
+        "22": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": fixtures.SD15_CONTROLNET}},
+        "23": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["22", 0], "image": ["21", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "24": {"class_type": "LayerDiffuseDecode", "inputs": {
+            "samples": ["8", 0], "images": ["9", 0], "sd_version": "auto", "augmentations": "1",
+            "sub_batch_size": 8, "model": ["1", 0]}},
+        "25": {"class_type": "SaveImage", "inputs": {"images": ["24", 0], "filename_prefix": "e2e/sketch_rgba"}},
+    })
+    graph["7"]["inputs"]["model"] = ["20", 0]
+    graph["8"]["inputs"].update(positive=["23", 0], negative=["23", 1])
+    result = host_client.run(live_server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    [rgba] = [p for p in host_client.output_paths(result, live_server.output_dir) if "sketch_rgba" in p.name]
+    image = Image.open(rgba)
+    assert image.mode == "RGBA" and image.size == (128, 96) and np.asarray(image)[..., 3].std() > 1.0

@@ -27,7 +27,14 @@ from comfyui_layer_sketch.sketch_guidance.predictor import (
 )
 from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor
 from support import layer_files, sketches
-from support.host_models import NARROW_SD15_UNET, SD15_FULL_UNET, SDXL_FULL_UNET, random_model, small_vae
+from support.host_models import (
+    NARROW_SD15_UNET,
+    NARROW_SDXL_UNET,
+    SD15_FULL_UNET,
+    SDXL_FULL_UNET,
+    random_model,
+    small_vae,
+)
 
 Apply = NODE_CLASS_MAPPINGS["SketchGuidanceApply"]
 TRAIN_STEPS = 150
@@ -231,3 +238,24 @@ def test_edge_map_node_normalises_both_polarities():
     assert a.shape == dark_on_light.shape
     torch.testing.assert_close(a, b)
     assert a.mean() < 0.3 and a.max() == 1.0, "white strokes on black"
+
+
+def test_guidance_on_an_sdxl_shaped_unet(fixture_cache):
+    """Channel counts follow the model: the paper's layers on an SDXL-layout UNet, guided sampling runs."""
+    with torch.inference_mode():
+        model, vae = random_model("SDXL", NARROW_SDXL_UNET), small_vae()
+    unet = model.model.diffusion_model
+    channels = feature_channels(unet, LAYER_SETS["paper"])
+    assert channels == 8320 // 5  # SDXL's 320/640/1280 widths at a fifth
+    predictor = _patcher(EdgePredictor(PredictorInfo("SDXL", "paper", LAYER_SETS["paper"], channels)).eval())
+    pooled = {"pooled_output": torch.zeros(1, 1280)}
+    positive = [[torch.randn(1, 77, 2048, generator=torch.Generator().manual_seed(0)), pooled]]
+    negative = [[torch.zeros(1, 77, 2048), pooled]]
+    with torch.inference_mode():
+        (guided,) = Apply().apply(model, vae, predictor, sketches.drawn_sketch(5), 1.6, 0.5)
+        plain = _sample(model, positive, negative, seed=2, steps=4)
+        steered = _sample(guided, positive, negative, seed=2, steps=4)
+    assert torch.isfinite(steered).all() and (steered - plain).abs().max() > 1e-3
+    with pytest.raises(PredictorFileError, match="trained for SDXL models, but the connected MODEL is SD15"), \
+            torch.inference_mode():
+        Apply().apply(random_model("SD15", NARROW_SD15_UNET), vae, predictor, sketches.drawn_sketch(5), 1.6, 0.5)

@@ -46,6 +46,10 @@ SDXL_FULL_UNET = {
     "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
+# The SDXL block layout (9 input blocks, 3-child middle block, 9 output blocks) at a fifth of the width
+# (SDXL's 64-channel attention heads need at least 64 channels).
+NARROW_SDXL_UNET = dict(TINY_SDXL_UNET, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
+                        transformer_depth=[0, 0, 1, 1, 1, 1], transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1])
 SMALL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
              "ch_mult": [1, 2, 4, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 

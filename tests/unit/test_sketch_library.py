@@ -9,7 +9,7 @@ import torch
 from comfyui_layer_sketch.sketch_guidance import edges
 from comfyui_layer_sketch.sketch_guidance.dataset import DatasetError, ImageFolder
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, Layer
-from comfyui_layer_sketch.sketch_guidance.guidance import guided_denoised, normal_tensor_views
+from comfyui_layer_sketch.sketch_guidance.guidance import guided_denoised, normal_tensor_views, snapshots_of_outputs
 from comfyui_layer_sketch.sketch_guidance.predictor import (
     EdgePredictor,
     PredictorFileError,
@@ -146,6 +146,26 @@ def test_normal_views_let_gradients_through_inference_weights_without_copying():
         (grad,) = torch.autograd.grad((layer(x) * layer.scale).sum(), x)
     torch.testing.assert_close(grad, layer.weight.sum(0).expand(2, 4))
     assert layer.weight.is_inference() and layer.scale.is_inference(), "the originals are restored"
+
+
+def test_snapshots_keep_the_backward_pass_valid_when_a_saved_output_is_changed_in_place():
+    """As the host does with ControlNet residuals: a block output, saved by the next layer, is added to later."""
+    block, after = torch.nn.Linear(3, 3), torch.nn.Tanh()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        skip = block(x)
+        y = (skip * skip).sum()  # saves `skip` for backward
+        skip += 1.0  # the host's in-place residual
+        return y + after(skip).sum()
+
+    x = torch.randn(2, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        run(x).backward()
+    with snapshots_of_outputs([block]):
+        (grad,) = torch.autograd.grad(run(x), x)
+    skip = block(x).detach()
+    expected = (2 * skip + (1 - torch.tanh(skip + 1.0) ** 2)) @ block.weight.detach()
+    torch.testing.assert_close(grad, expected)
 
 
 def _stroke_image(dark_on_light: bool) -> torch.Tensor:
