@@ -59,3 +59,21 @@ def preview_on_checkerboard(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Ten
     """Straight RGB + alpha composited over a checkerboard, [B,3,H,W]."""
     board = checkerboard(rgb.shape[-2], rgb.shape[-1], device=rgb.device).to(rgb.dtype)
     return rgb * alpha + board * (1.0 - alpha)
+
+
+def composite_over(layers: list[torch.Tensor], premultiplied: bool = False) -> torch.Tensor:
+    """Porter-Duff "over" of [B,4,H,W] RGBA layers, bottom first; returns straight RGBA [B,4,H,W].
+
+    Straight (unassociated) colour is the convention of PNGs and of the host's images; with
+    `premultiplied` the inputs' colour is taken as already multiplied by alpha.
+    """
+    out_colour = torch.zeros_like(layers[0][:, :3])
+    out_alpha = torch.zeros_like(layers[0][:, 3:])
+    for layer in layers:
+        colour, alpha = layer[:, :3], layer[:, 3:]
+        if not premultiplied:
+            colour = colour * alpha
+        out_colour = colour + out_colour * (1.0 - alpha)
+        out_alpha = alpha + out_alpha * (1.0 - alpha)
+    straight = torch.where(out_alpha > 0, out_colour / out_alpha.clamp_min(1e-8), torch.zeros_like(out_colour))
+    return torch.cat([straight.clamp(0.0, 1.0), out_alpha], dim=1)
