@@ -7,6 +7,7 @@ from .layer_diffuse import (
     LayerDiffuseDiffApply,
     LayerDiffuseJointApply,
 )
+from .layers import LayerDiffuseComposite, LayerDiffuseSaveLayers
 from .sketch import SketchGuidanceApply, SketchGuidanceLoadPredictor, SketchGuidanceTrainPredictor, SketchToEdgeMap
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
 
@@ -20,6 +21,8 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseDecode": LayerDiffuseDecode,
     "LayerDiffuseDecodeSplit": LayerDiffuseDecodeSplit,
     "LayerDiffuseEncode": LayerDiffuseEncode,
+    "LayerDiffuseComposite": LayerDiffuseComposite,
+    "LayerDiffuseSaveLayers": LayerDiffuseSaveLayers,
     "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
     "SketchGuidanceApply": SketchGuidanceApply,
     "SketchGuidanceTrainPredictor": SketchGuidanceTrainPredictor,
@@ -35,6 +38,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseDecode": "Layer Diffuse Decode (RGBA)",
     "LayerDiffuseDecodeSplit": "Layer Diffuse Decode Split (RGBA layers)",
     "LayerDiffuseEncode": "Layer Diffuse Encode (RGBA to latent)",
+    "LayerDiffuseComposite": "Layer Diffuse Composite (RGBA over)",
+    "LayerDiffuseSaveLayers": "Layer Diffuse Save Layers (ORA, PSD, PNG)",
     "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
     "SketchGuidanceApply": "Sketch Guidance Apply",
     "SketchGuidanceTrainPredictor": "Sketch Guidance Train Predictor",
