@@ -1,13 +1,20 @@
 """Layer & Sketch: transparent images, layers and sketch guidance for ComfyUI.
 
 ComfyUI imports this package from `custom_nodes/`; it registers the nodes and the model folders.
+Imported outside ComfyUI (`python -m <pack>.queue` needs no host), it registers nothing.
 """
 
-from .layer_model import host as layer_host
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .sketch_guidance import host as sketch_host
+import importlib.util
 
-layer_host.register_model_folder()
-sketch_host.register_model_folder()
+if importlib.util.find_spec("folder_paths") is None:  # not inside ComfyUI
+    NODE_CLASS_MAPPINGS: dict = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+else:
+    from .layer_model import host as layer_host
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .sketch_guidance import host as sketch_host
+
+    layer_host.register_model_folder()
+    sketch_host.register_model_folder()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
