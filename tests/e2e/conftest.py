@@ -42,7 +42,7 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     layer_folder.mkdir()
     shutil.copy(fixtures.decoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_decoder.safetensors")
     shutil.copy(fixtures.encoder_file(fixture_cache), layer_folder / "layer_sd15_vae_transparent_encoder.safetensors")
-    for name in ("transparent_attn", "joint", "fg2bg"):
+    for name in ("transparent_attn", "joint", "fg2bg", "bg2fg"):
         (layer_folder / f"layer_sd15_{name}.safetensors").symlink_to(
             layer_files.published_sharing_file(fixture_cache, name))
     server = start_server(base, layer_folder)

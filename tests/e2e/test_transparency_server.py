@@ -11,12 +11,15 @@ import pytest
 from PIL import Image
 from support import fixtures
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
+from support.graphs import patched_sampling_graph
 
 pytestmark = pytest.mark.e2e
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 PACK_NODES = ("LayerDiffuseDecode", "LayerDiffuseDecodeSplit", "LayerDiffuseEncode", "LayerDiffuseApply",
-              "LayerDiffuseJointApply", "LayerDiffuseCondJointApply", "LayerDiffuseCondApply", "LayerDiffuseDiffApply")
+              "LayerDiffuseJointApply", "LayerDiffuseCondJointApply", "LayerDiffuseCondApply", "LayerDiffuseDiffApply",
+              "LayerDiffuseComposite", "LayerDiffuseSaveLayers", "SketchGuidanceLoadPredictor", "SketchGuidanceApply",
+              "SketchGuidanceTrainPredictor", "SketchToEdgeMap")
 
 
 def test_every_pack_node_is_registered_with_tooltips(live_server):
@@ -29,7 +32,8 @@ def test_every_pack_node_is_registered_with_tooltips(live_server):
         inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
         for name, spec in inputs.items():
             assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
-        assert len(node["output_tooltips"]) == len(node["output"]) and all(node["output_tooltips"]), node_id
+        tooltips = node.get("output_tooltips", [])
+        assert len(tooltips) == len(node["output"]) and all(tooltips), node_id
 
 
 def test_layer_model_folder_from_yaml_is_listed(live_server):
@@ -63,108 +67,6 @@ def test_shipped_transparent_workflow_writes_a_transparent_png(live_server):
     assert patched[..., 3].std() > 1.0, "alpha must vary across the image"
     unpatched = _transparent_png(live_server, 0.0)
     assert np.abs(patched.astype(int) - unpatched.astype(int)).max() > 2, "the SD1.5 patch must change the image"
-
-
-def _decode_graph(width: int, height: int, image_width: int, image_height: int, sd_version: str = "SD1.5",
-                  node: str = "LayerDiffuseDecode", batch: int = 1, **extra) -> dict:
-    inputs = {"samples": ["1", 0], "images": ["2", 0], "sd_version": sd_version, "augmentations": "1",
-              "sub_batch_size": 8, **extra}
-    return {
-        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": image_width, "height": image_height,
-                                                     "batch_size": batch, "color": 0x808080}},
-        "3": {"class_type": node, "inputs": inputs},
-        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "e2e/decode"}},
-    }
-
-
-def _encode_graph() -> dict:
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-        "3": {"class_type": "LayerDiffuseEncode",
-              "inputs": {"image": ["2", 0], "vae": ["1", 2], "sd_version": "SD1.5"}},
-        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "e2e/encoded"}},
-    }
-
-
-def _write(folder: Path, name: str, data: bytes | None):
-    target = folder / name
-    if data is None:
-        target.unlink(missing_ok=True)
-    else:
-        target.write_bytes(data)
-
-
-SDXL_DECODER = "vae_transparent_decoder.safetensors"
-
-
-def _patched_sampling_graph(apply: dict, batch: int = 1) -> dict:
-    """Checkpoint -> a LayerDiffusion apply node (id 5, model input wired) -> KSampler."""
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat"}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
-        "5": {"class_type": apply["class_type"], "inputs": {"model": ["1", 0], **apply["inputs"]}},
-        "6": {"class_type": "KSampler", "inputs": {"model": ["5", 0], "positive": ["2", 0], "negative": ["3", 0],
-                                                   "latent_image": ["4", 0], "seed": batch, "steps": 1, "cfg": 5.0,
-                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "e2e/patched"}},
-    }
-
-BAD_INPUTS = [
-    # (case, file to put in place as the SDXL decoder or None, graph, phrases the message must contain)
-    ("missing weight file, offline", None, _decode_graph(64, 64, 64, 64, "SDXL"),
-     [SDXL_DECODER, "could not be downloaded", "layer_model", "by hand"]),
-    ("truncated safetensors", "truncated", _decode_graph(64, 64, 64, 64, "SDXL", sub_batch_size=7),
-     ["truncated or corrupt", "delete it"]),
-    ("decoder file of the wrong kind", "encoder", _decode_graph(64, 64, 64, 64, "SDXL", sub_batch_size=6),
-     ["does not hold a LayerDiffusion transparent decoder", SDXL_DECODER]),
-    ("latent and image sizes differ", None, _decode_graph(64, 64, 72, 64),
-     ["The latent is 8x8", "Connect the IMAGE that VAE Decode produced"]),
-    ("RGB image to the encoder without a mask", None, _encode_graph(),
-     ["3 channels and no mask", "connect its MASK"]),
-    ("batch not a multiple of the layers", None,
-     _decode_graph(64, 64, 64, 64, node="LayerDiffuseDecodeSplit", batch=4, layers=3),
-     ["not a multiple of 3 layers"]),
-    ("sd_version auto without a model", None, _decode_graph(64, 64, 64, 64, "auto"),
-     ["no MODEL is connected"]),
-    ("SDXL mode on an SD1.5 model", None, _patched_sampling_graph(
-        {"class_type": "LayerDiffuseApply", "inputs": {"mode": "SDXL transparent (conv injection)", "weight": 1.0}}),
-     ["made for SDXL models, but the connected MODEL is SD1.5"]),
-    ("condition image of another size", None, _patched_sampling_graph(
-        {"class_type": "LayerDiffuseCondJointApply",
-         "inputs": {"image": ["8", 0], "mode": "SD1.5 foreground to background + blended", "weight": 1.0}},
-        batch=2) | {"8": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 1,
-                                                                 "color": 0}}},
-     ["condition image does not match the size being generated"]),
-    ("joint batch not a multiple of 3", None, _patched_sampling_graph(
-        {"class_type": "LayerDiffuseJointApply", "inputs": {"weight": 1.0}}, batch=2),
-     ["batch size is 2, which is not a multiple of the 3 layers"]),
-]
-
-
-@pytest.mark.parametrize("case, sdxl_decoder, graph, phrases", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(live_server, fixture_cache, case,
-                                                                   sdxl_decoder, graph, phrases):
-    contents = {None: None, "truncated": fixtures.decoder_file(fixture_cache).read_bytes()[:100_000],
-                "encoder": fixtures.encoder_file(fixture_cache).read_bytes()}
-    _write(live_server.layer_folder, SDXL_DECODER, contents[sdxl_decoder])
-    try:
-        result = host_client.run(live_server.url, graph, timeout=600)
-    finally:
-        _write(live_server.layer_folder, SDXL_DECODER, None)
-    assert not result.ok, f"{case}: expected an error"
-    message = result.error["exception_message"]
-    for phrase in phrases:
-        assert phrase in message, f"{case}: {phrase!r} not in {message!r}"
-    assert not list(live_server.layer_folder.glob("*.part")), "no partial download may be left behind"
-
-    # The server is still up and runs a good prompt right after.
-    ok = host_client.run(live_server.url, _decode_graph(64, 64, 64, 64, sub_batch_size=len(case)), timeout=600)
-    assert ok.ok, ok.error
-    assert Image.open(host_client.output_paths(ok, live_server.output_dir)[0]).mode == "RGBA"
 
 
 def test_shipped_joint_workflow_writes_three_layers(live_server):
@@ -203,7 +105,7 @@ def test_transparent_generation_with_controlnet_in_the_same_graph(live_server):
 
 
 def test_background_from_a_given_foreground(live_server):
-    graph = _patched_sampling_graph(
+    graph = patched_sampling_graph(
         {"class_type": "LayerDiffuseCondJointApply",
          "inputs": {"image": ["8", 0], "mode": "SD1.5 foreground to background + blended", "weight": 1.0}},
         batch=2)
