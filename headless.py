@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-class WorkflowError(Exception):
+class WorkflowError(ValueError):
     """Bad workflow file or --set argument (nothing was queued)."""
 
 
@@ -40,8 +40,8 @@ def load_workflow(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
         graph = json.load(handle)
     if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
-        raise WorkflowError(f"{path} is in the graph editor's format; queue the API-format copy (workflows/api/"
-                            "in this pack, or Export (API) in the editor).")
+        raise WorkflowError(f"{path} is a UI-format workflow (the graph editor's format). Queue its API-format copy "
+                            "(this pack ships them in workflows/api/), or export one with Export (API).")
     if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
         raise WorkflowError(f"{path} is not an API-format workflow (a JSON object of nodes with class_type).")
     return graph

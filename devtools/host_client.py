@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -101,15 +102,18 @@ def run(server: str, graph: dict, timeout: float = 600.0, on_wait=None) -> Promp
     return wait(server, queue(server, graph), timeout, on_wait=on_wait)
 
 
+def _pack_client():
+    """The pack's own headless client module (standard library only), loaded from this checkout."""
+    path = Path(__file__).resolve().parents[1] / "headless.py"
+    spec = importlib.util.spec_from_file_location("layer_sketch_headless", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_api_workflow(path: str | Path) -> dict:
-    """An API-format graph ({node id: {class_type, inputs}}); UI-format files get a pointed error."""
-    graph = json.loads(Path(path).read_text())
-    if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
-        raise ValueError(f"{path} is a UI-format workflow (for the graph editor). Queue its API-format copy "
-                         "(the pack ships them in workflows/api/), or export one with 'Export (API)'.")
-    if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
-        raise ValueError(f"{path} is not an API-format ComfyUI workflow.")
-    return graph
+    """An API-format graph ({node id: {class_type, inputs}}); UI-format files get a pointed error (ValueError)."""
+    return _pack_client().load_workflow(str(path))
 
 
 def output_paths(result: PromptResult, output_dir: Path) -> list[Path]:

@@ -25,7 +25,7 @@ WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "sdxl_tra
 @pytest.fixture(scope="module")
 def sdxl_server(tmp_path_factory, fixture_cache):
     checkpoint, lora = fixtures.sdxl_checkpoint_and_lora(fixture_cache)
-    base = new_base_dir(tmp_path_factory, {"checkpoints": {checkpoint.name: checkpoint}})
+    base = new_base_dir(tmp_path_factory.mktemp, {"checkpoints": {checkpoint.name: checkpoint}})
     layer_folder = tmp_path_factory.mktemp("sdxl_models") / "layer_model"
     layer_folder.mkdir()
     (layer_folder / "layer_xl_transparent_attn.safetensors").symlink_to(lora)

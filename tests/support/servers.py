@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import host_client
@@ -9,12 +11,16 @@ import hostenv
 import torch
 from host_server import ComfyServer, free_port
 
+from . import fixtures, layer_files
+
 _RUNNING: list[ComfyServer] = []
 
 
-def new_base_dir(tmp_path_factory, models: dict[str, dict[str, Path]]) -> Path:
-    """A ComfyUI base directory with the pack in custom_nodes and {folder: {file name: fixture}} linked in."""
-    base = tmp_path_factory.mktemp("comfy_base")
+def new_base_dir(make_dir: Callable[[str], Path], models: dict[str, dict[str, Path]]) -> Path:
+    """A ComfyUI base directory with the pack in custom_nodes and {folder: {file name: fixture}} linked in.
+
+    `make_dir(name)` makes a fresh empty folder (pytest's `tmp_path_factory.mktemp`, or a script's own)."""
+    base = make_dir("comfy_base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / hostenv.PACK_LINK_NAME).symlink_to(hostenv.REPO, target_is_directory=True)
     for folder, files in models.items():
@@ -22,6 +28,24 @@ def new_base_dir(tmp_path_factory, models: dict[str, dict[str, Path]]) -> Path:
         for name, target in files.items():
             (base / "models" / folder / name).symlink_to(target)
     return base
+
+
+def sd15_setup(make_dir: Callable[[str], Path], cache: Path) -> tuple[Path, Path]:
+    """(base dir, layer_model folder) with the random full-size SD1.5 checkpoint, ControlNet, edge predictors
+    in the base's models, and published-shape LayerDiffusion SD1.5 files in a separate yaml-registered folder."""
+    base = new_base_dir(make_dir, {
+        "checkpoints": {fixtures.SD15_CHECKPOINT: fixtures.sd15_checkpoint(cache)},
+        "controlnet": {fixtures.SD15_CONTROLNET: fixtures.sd15_controlnet(cache)},
+        "edge_predictor": {fixtures.SD15_PREDICTOR: fixtures.edge_predictor_file(cache, "SD15"),
+                           fixtures.SDXL_PREDICTOR: fixtures.edge_predictor_file(cache, "SDXL")},
+    })
+    layer_folder = make_dir("shared_models") / "layer_model"
+    layer_folder.mkdir()
+    shutil.copy(fixtures.decoder_file(cache), layer_folder / "layer_sd15_vae_transparent_decoder.safetensors")
+    shutil.copy(fixtures.encoder_file(cache), layer_folder / "layer_sd15_vae_transparent_encoder.safetensors")
+    for name in ("transparent_attn", "joint", "fg2bg", "bg2fg"):
+        (layer_folder / f"layer_sd15_{name}.safetensors").symlink_to(layer_files.published_sharing_file(cache, name))
+    return base, layer_folder
 
 
 def start_server(base: Path, layer_folder: Path, extra_args: tuple[str, ...] = ()) -> ComfyServer:
