@@ -44,7 +44,7 @@ def _checkerboard(image: Image.Image) -> Image.Image:
 
 
 def _sheet(tiles: list[tuple[str, Image.Image]], title: str) -> Image.Image:
-    width = SIZE * len(tiles) + 8 * (len(tiles) + 1)
+    width = max(SIZE * len(tiles) + 8 * (len(tiles) + 1), 420)  # room for the title
     sheet = Image.new("RGB", (width, SIZE + 56), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     draw.text((8, 4), f"{title}  ({LABEL})", fill=(0, 0, 0))
