@@ -66,3 +66,11 @@ def test_ui_workflow_is_generated_from_its_api_copy(object_info, path):
     assert shipped == build_ui(api, object_info), \
         f"workflows/{path.name} is stale: run `.host/venv/bin/python -P devtools/workflow_ui.py`"
     assert api_inputs_without_meta(api) == api_inputs_without_meta(host_client.load_api_workflow(path))
+
+
+def test_node_reference_is_generated_from_the_node_definitions(object_info):
+    from node_reference import render
+
+    shipped = (WORKFLOWS.parent / "docs" / "NODES.md").read_text()
+    assert shipped == render(object_info), \
+        "docs/NODES.md is stale: run `.host/venv/bin/python -P devtools/node_reference.py`"
