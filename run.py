@@ -112,6 +112,7 @@ def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: 
 
 
 def run_tests(pytest_args: list[str]) -> int:
+    hostenv.ensure_browser()
     # -P keeps the checkout off sys.path: its nodes/ package would shadow the host's nodes.py.
     cmd = [str(hostenv.venv_python()), "-P", "-m", "pytest", *pytest_args]
     return subprocess.run(cmd, cwd=hostenv.REPO, env=hostenv.host_environment()).returncode

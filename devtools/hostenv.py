@@ -105,6 +105,19 @@ def ensure_host() -> None:
     STAMP.write_text(json.dumps({"fingerprint": fingerprint, "comfyui": COMFYUI_VERSION}))
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the browser tests drive it with Playwright
+
+
+def ensure_browser() -> None:
+    """Install Debian's chromium for the browser tests when it is missing and this user may (CI runs as root)."""
+    if CHROMIUM.exists() or shutil.which("apt-get") is None or os.geteuid() != 0:
+        return
+    print("[host] installing Debian's chromium for the browser tests", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def host_has_cuda() -> bool:
     probe = "import torch; print(int(torch.cuda.is_available()))"
     return subprocess.run([str(venv_python()), "-c", probe], capture_output=True, text=True).stdout.strip() == "1"
