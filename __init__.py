@@ -1,6 +1,7 @@
 """Layer & Sketch: transparent images, layers and sketch guidance for ComfyUI.
 
-ComfyUI imports this package from `custom_nodes/`; it registers the nodes and the model folders.
+ComfyUI imports this package from `custom_nodes/`; it registers the nodes, the model folders and
+the editor extension (`web/`), and puts the workflows' example pictures into the input folder.
 Imported outside ComfyUI (`python -m <pack>.queue` needs no host), it registers nothing.
 """
 
@@ -12,9 +13,13 @@ if importlib.util.find_spec("folder_paths") is None:  # not inside ComfyUI
 else:
     from .layer_model import host as layer_host
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes.example_inputs import install_example_inputs
     from .sketch_guidance import host as sketch_host
 
     layer_host.register_model_folder()
     sketch_host.register_model_folder()
+    install_example_inputs()
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"  # the editor extension: image previews on a checkerboard
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -80,7 +80,7 @@ def main() -> None:
         base, layer_folder = sd15_setup(make_dir, CACHE)
         (base / "input").mkdir()
         sketch = (sketches.drawn_sketch(4, SIZE)[0].numpy() * 255).astype(np.uint8)
-        Image.fromarray(sketch).save(base / "input" / "sketch.png")
+        Image.fromarray(sketch).save(base / "input" / "layer_sketch_example_sketch.png")
         server = start_server(base, layer_folder)
         common = {"CheckpointLoaderSimple": {"ckpt_name": fixtures.SD15_CHECKPOINT},
                   "EmptyLatentImage": {"width": SIZE, "height": SIZE}, "KSampler": {"steps": 4},

@@ -109,6 +109,7 @@ class LayerDiffuseCondJointApply(_ModelPatchNode):
                                                "background', a background for the other mode. Same size as the "
                                                "generated image; transparency is put on 50% grey for you."}),
                 "mode": ([m.name for m in COND_JOINT_MODES], {
+                    "default": COND_JOINT_MODES[0].name,
                     "tooltip": "Which layer you give and which the model makes; the batch holds the made layer "
                                "then the blended image, per sample."}),
                 "weight": WEIGHT,
@@ -159,7 +160,8 @@ class LayerDiffuseCondApply(_ConditionPatchNode):
             "required": {
                 **_ConditionPatchNode.SAMPLING_INPUTS,
                 "layer": _latent("The given layer, VAE-encoded at the generated size."),
-                "mode": ([m.name for m in COND_MODES], {"tooltip": "Which layer you give."}),
+                "mode": ([m.name for m in COND_MODES], {"default": COND_MODES[0].name,
+                                                         "tooltip": "Which layer you give."}),
                 "weight": WEIGHT,
             },
             "optional": {"start_percent": START, "end_percent": END},
@@ -182,7 +184,8 @@ class LayerDiffuseDiffApply(_ConditionPatchNode):
                 **_ConditionPatchNode.SAMPLING_INPUTS,
                 "layer": _latent("The given layer (foreground or background), VAE-encoded at the generated size."),
                 "blended": _latent("The blended image, VAE-encoded at the generated size."),
-                "mode": ([m.name for m in DIFF_MODES], {"tooltip": "Which layer you give and which is made."}),
+                "mode": ([m.name for m in DIFF_MODES], {"default": DIFF_MODES[0].name,
+                                                         "tooltip": "Which layer you give and which is made."}),
                 "weight": WEIGHT,
             },
             "optional": {"start_percent": START, "end_percent": END},

@@ -25,15 +25,16 @@ SIZE = 64
 
 
 def _input_images(folder: Path) -> None:
+    """The example pictures the workflows name, at the shrunk size (replacing the pack's 512 px examples)."""
     folder.mkdir(exist_ok=True)
     rgb = (sketches.shapes_on_colour(1, SIZE, seed=11)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-    Image.fromarray(rgb).save(folder / "background.png")
-    Image.fromarray(rgb).save(folder / "control.png")
+    Image.fromarray(rgb).save(folder / "layer_sketch_example_background.png")
+    Image.fromarray(rgb).save(folder / "layer_sketch_example_shape.png")
     sketch = (sketches.drawn_sketch(12, SIZE)[0].numpy() * 255).astype(np.uint8)
-    Image.fromarray(sketch).save(folder / "sketch.png")
+    Image.fromarray(sketch).save(folder / "layer_sketch_example_sketch.png")
     rgba = np.concatenate([rgb, np.zeros((SIZE, SIZE, 1), np.uint8)], axis=-1)
     rgba[16:48, 12:52, 3] = 255
-    Image.fromarray(rgba, "RGBA").save(folder / "transparent.png")
+    Image.fromarray(rgba, "RGBA").save(folder / "layer_sketch_example_transparent.png")
 
 
 def _shrink(graph: dict, training_folder: Path, name: str) -> dict:

@@ -22,6 +22,9 @@ PACK_NODES = ("LayerDiffuseDecode", "LayerDiffuseDecodeSplit", "LayerDiffuseEnco
               "SketchGuidanceTrainPredictor", "SketchToEdgeMap")
 
 
+FILE_CHOICES = {"predictor_name"}  # lists the user's files: the first one found is the default
+
+
 def test_every_pack_node_is_registered_with_tooltips(live_server):
     info = host_client.get_json(live_server.url, "/object_info")
     ours = {name: node for name, node in info.items() if "comfyui_layer_sketch" in node["python_module"]}
@@ -32,6 +35,9 @@ def test_every_pack_node_is_registered_with_tooltips(live_server):
         inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
         for name, spec in inputs.items():
             assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+            is_widget = isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+            if is_widget and name not in FILE_CHOICES:
+                assert "default" in spec[1], f"{node_id}.{name} has no default"
         tooltips = node.get("output_tooltips", [])
         assert len(tooltips) == len(node["output"]) and all(tooltips), node_id
 
