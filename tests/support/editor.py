@@ -86,8 +86,8 @@ def load_template(page: Page, name: str) -> None:
     pack_templates(page)
     page.locator(f"[data-testid='template-workflow-{name}']").click()
     page.locator(".p-dialog").first.wait_for(state="detached", timeout=30_000)
-    page.wait_for_function("name => document.title.includes(name) && app.graph._nodes.length > 0", arg=name,
-                           timeout=30_000)
+    page.wait_for_function("name => document.title.replace(/^\\*/, '') === `${name} - ComfyUI`"
+                           " && app.graph._nodes.length > 0", arg=name, timeout=30_000)
     page.wait_for_timeout(500)
 
 
