@@ -127,7 +127,10 @@ class SketchGuidanceTrainPredictor:
             "resolution": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
                                    "tooltip": "Training image size (square; images are centre-cropped)."}),
             "layer_set": (list(LAYER_SETS), {"default": "paper", "tooltip": "UNet layers the predictor reads."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Same seed, same result."}),
+            # No 'randomize after run' control (the editor adds one to any "seed" unless told not to): a
+            # changed seed would make a re-queued training start over instead of resuming.
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False,
+                             "tooltip": "Same seed, same result; keep it to resume an interrupted training."}),
         }}
 
     def train(self, model, vae, clip, image_folder, steps, batch_size, learning_rate, file_name, resolution=512,

@@ -98,6 +98,7 @@ def test_every_workflow_opens_from_the_template_browser_cleanly(view, path):
     assert not report["unknown"], f"nodes the editor does not know: {report['unknown']}"
     assert not report["invalid"], f"widget values that are not among the choices: {report['invalid']}"
     assert not report["overlaps"], f"nodes drawn over each other: {report['overlaps']}"
+    assert not report["randomized"], f"seeds that change after every run: {report['randomized']}"
     assert not report["cramped"], f"nodes smaller than their contents: {report['cramped']}"
     assert not editor.visible_dialog_texts(view.page), "the editor opened a dialog (missing nodes?)"
     assert not editor.error_toasts(view.page)

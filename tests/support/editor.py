@@ -125,14 +125,17 @@ LAYOUT_CHECK = """(missingAllowed) => {
         if (Array.isArray(values) && !values.includes(w.value) && !missingAllowed.includes(w.name))
             invalid.push(`${n.title}.${w.name} = ${w.value}`);
     }
+    const randomized = nodes.flatMap(n => (n.widgets ?? []).filter(w => w.name === "control_after_generate"
+        && w.value !== "fixed").map(w => `${n.title}: ${w.value}`));
     const unknown = nodes.filter(n => !(n.type in LiteGraph.registered_node_types) || n.has_errors).map(n => n.type);
-    return {overlaps, cramped, invalid, unknown, types: nodes.map(n => n.type)};
+    return {overlaps, cramped, invalid, randomized, unknown, types: nodes.map(n => n.type)};
 }"""
 
 
 def layout_report(page: Page, model_inputs: list[str]) -> dict:
     """Overlapping nodes, nodes smaller than the editor needs, combo values not among the choices (model
-    file inputs excepted: those name the user's files), and unknown node types in the loaded graph."""
+    file inputs excepted: those name the user's files), seeds that change after each run, and unknown
+    node types in the loaded graph."""
     return page.evaluate(LAYOUT_CHECK, model_inputs)
 
 
