@@ -23,7 +23,8 @@ TEXTBOX_HEIGHT, IMAGE_PREVIEW_HEIGHT = 110, 260
 NOTE_CHARS_PER_LINE, NOTE_LINE_HEIGHT, NOTE_MIN_HEIGHT = 44, 16, 90  # the editor grows a Note to 88 px
 
 
-def _is_widget(spec: list) -> bool:
+def is_widget(spec: list) -> bool:
+    """Whether the editor shows this input as a widget (a value) rather than a link socket."""
     kind = spec[0]
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
@@ -57,9 +58,10 @@ def _shows_images(info: dict) -> bool:
     return bool(info.get("output_node")) or uploads
 
 
-def _size(info: dict, title: str, widget_values: list) -> list[int]:
-    widgets = [spec for _, spec in _inputs(info) if _is_widget(spec)]
-    slots = [name for name, spec in _inputs(info) if not _is_widget(spec)]
+def _size(info: dict, title: str, widget_values: list[tuple[str, object]]) -> list[int]:
+    """[width, height] the editor needs; `widget_values` are (input name, value) of the widgets."""
+    widgets = [spec for _, spec in _inputs(info) if is_widget(spec)]
+    slots = [name for name, spec in _inputs(info) if not is_widget(spec)]
     outputs = info.get("output_name") or info["output"]
     rows = max(len(outputs), len(slots))
     textboxes = sum(1 for spec in widgets if spec[0] == "STRING" and len(spec) > 1 and spec[1].get("multiline"))
@@ -69,7 +71,7 @@ def _size(info: dict, title: str, widget_values: list) -> list[int]:
         height += IMAGE_PREVIEW_HEIGHT
     texts = [len(title) + 4]
     texts += [len(a) + len(b) + 4 for a, b in zip(slots, outputs, strict=False)]
-    texts += [len(name) + len(str(value)) + 6 for (name, _), value in zip(_inputs(info), widget_values, strict=False)]
+    texts += [len(name) + len(str(value)) + 6 for name, value in widget_values]
     return [max(MIN_NODE_WIDTH, CHAR_WIDTH * max(texts) + 40), height]
 
 
@@ -88,10 +90,10 @@ def _node_entries(api: dict, object_info: dict, ids: dict[str, int]) -> tuple[di
         inputs, widgets, widget_values = [], [], []
         for name, spec in _inputs(info):
             value = node["inputs"].get(name)
-            if _is_widget(spec):
+            if is_widget(spec):
                 options = spec[1] if len(spec) > 1 else {}
                 widgets.append(options.get("default") if value is None else value)
-                widget_values.append(widgets[-1])
+                widget_values.append((name, widgets[-1]))
                 if options.get("control_after_generate"):
                     widgets.append("fixed")
                 continue
@@ -106,7 +108,7 @@ def _node_entries(api: dict, object_info: dict, ids: dict[str, int]) -> tuple[di
         title = node.get("_meta", {}).get("title") or info.get("display_name") or node["class_type"]
         entry = {
             "id": ids[node_id], "type": node["class_type"], "pos": [0, 0],
-            "size": _size(info, title, [v for (_, s), v in zip(_inputs(info), widget_values, strict=False)]),
+            "size": _size(info, title, widget_values),
             "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": [],
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
         }

@@ -12,6 +12,7 @@ from PIL import Image
 from support import fixtures
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
 from support.graphs import patched_sampling_graph
+from workflow_ui import is_widget
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +36,7 @@ def test_every_pack_node_is_registered_with_tooltips(live_server):
         inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
         for name, spec in inputs.items():
             assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
-            is_widget = isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-            if is_widget and name not in FILE_CHOICES:
+            if is_widget(spec) and name not in FILE_CHOICES:
                 assert "default" in spec[1], f"{node_id}.{name} has no default"
         tooltips = node.get("output_tooltips", [])
         assert len(tooltips) == len(node["output"]) and all(tooltips), node_id
