@@ -7,7 +7,9 @@ Imported outside ComfyUI (`python -m <pack>.queue` needs no host), it registers 
 
 import importlib.util
 
-if importlib.util.find_spec("folder_paths") is None:  # not inside ComfyUI
+# Outside ComfyUI, or loaded as a lone module (pytest imports a checkout's root `__init__.py` under the
+# folder's name, which is no package name when the folder is called e.g. `tmp.Ab12`): register nothing.
+if importlib.util.find_spec("folder_paths") is None or not __package__:
     NODE_CLASS_MAPPINGS: dict = {}
     NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 else:
