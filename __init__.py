@@ -2,7 +2,7 @@
 
 ComfyUI imports this package from `custom_nodes/`; it registers the nodes, the model folders and
 the editor extension (`web/`), and puts the workflows' example pictures into the input folder.
-Imported outside ComfyUI (`python -m <pack>.queue` needs no host), it registers nothing.
+Imported outside ComfyUI (`python -m <pack>.queue_workflow` needs no host), it registers nothing.
 """
 
 import importlib.util

@@ -1,4 +1,4 @@
-"""The headless client behind `python -m <pack>.queue`: queue, follow over the websocket, download.
+"""The headless client behind `python -m <pack>.queue_workflow`: queue, follow over the websocket, download.
 
 Standard library only, so it runs from any Python next to (or far from) the ComfyUI server.
 """
@@ -267,7 +267,7 @@ def run(server: str, graph: dict, timeout: float = 3600.0, show: Progress | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfyui_layer_sketch.queue",
+    parser = argparse.ArgumentParser(prog="python -m comfyui_layer_sketch.queue_workflow",
                                      description="Queue an API-format workflow on a running ComfyUI.")
     parser.add_argument("workflow", help="API-format workflow JSON")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address")

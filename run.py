@@ -3,9 +3,12 @@
 
   python3 run.py                      set up a local ComfyUI (first time only) and start it with the pack
   python3 run.py WORKFLOW.json        ... or queue an API-format workflow headless and print the images
-  python3 run.py --test [PYTEST ARGS] ... or run the whole test suite
+  python3 run.py --test               ... or run the whole test suite on the newest supported ComfyUI, then
+                                      the host-dependent part on the oldest supported one
+  python3 run.py --test PYTEST ARGS   ... or run pytest with these arguments on the newest host only
+  --host VERSION                      use this supported ComfyUI instead (serve, queue, test)
 
-Set-up goes into `.host/` in this checkout (see devtools/hostenv.py). Models come from the host's own
+Set-up goes into `.host/<version>/` in this checkout (see devtools/hostenv.py). Models come from the host's own
 `models/` folder unless --models or --extra-model-paths points elsewhere; missing LayerDiffusion files
 are downloaded by the nodes themselves.
 """
@@ -29,19 +32,26 @@ MODEL_FOLDERS = ("checkpoints", "vae", "loras", "controlnet", "clip", "clip_visi
                  "upscale_models", "layer_model", "edge_predictor")
 
 
-def models_yaml(models_dir: Path) -> Path:
+# On the oldest supported host: what depends on the host (in-process host tests, every shipped
+# workflow over HTTP, bad inputs, the editor smoke test); the rest is the same code on any host.
+FLOOR_TESTS = ("tests/host", "tests/e2e/test_all_workflows.py", "tests/e2e/test_bad_inputs.py",
+               "tests/e2e/test_workflows.py", "tests/e2e/test_editor_smoke.py")
+FLOOR_SKIPS = "tests/e2e/test_workflows.py::test_ui_workflow_is_generated_from_its_api_copy"  # newest host only
+
+
+def models_yaml(host: hostenv.Host, models_dir: Path) -> Path:
     """An extra_model_paths file that points every model kind at the user's models folder."""
     lines = ["user_models:", f"  base_path: {models_dir.resolve()}"]
     lines += [f"  {name}: {name}" for name in MODEL_FOLDERS]
-    path = hostenv.HOST_DIR / "user_model_paths.yaml"
+    path = hostenv.host_dir(host) / "user_model_paths.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def host_args(options: argparse.Namespace) -> list[str]:
+def host_args(host: hostenv.Host, options: argparse.Namespace) -> list[str]:
     args: list[str] = []
     if options.models:
-        args += ["--extra-model-paths-config", str(models_yaml(Path(options.models)))]
+        args += ["--extra-model-paths-config", str(models_yaml(host, Path(options.models)))]
     if options.extra_model_paths:
         args += ["--extra-model-paths-config", str(Path(options.extra_model_paths).resolve())]
     return args
@@ -52,12 +62,16 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
-def serve(options: argparse.Namespace) -> int:
+def new_server(host: hostenv.Host, options: argparse.Namespace, port: int | None) -> ComfyServer:
+    return ComfyServer(hostenv.python_of(host), hostenv.comfy_dir(host), port=port,
+                       cpu=not hostenv.host_has_cuda(host), extra_args=host_args(host, options),
+                       env=hostenv.host_environment(host), log_path=hostenv.host_dir(host) / "server.log")
+
+
+def serve(host: hostenv.Host, options: argparse.Namespace) -> int:
     _stop_on_sigterm()
-    server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, port=options.port,
-                         cpu=not hostenv.host_has_cuda(), extra_args=host_args(options),
-                         env=hostenv.host_environment(), log_path=hostenv.HOST_DIR / "server.log")
-    print(f"Starting ComfyUI {hostenv.COMFYUI_VERSION} with the pack (log: {server.log_path}) ...", flush=True)
+    server = new_server(host, options, options.port)
+    print(f"Starting ComfyUI {host.version} with the pack (log: {server.log_path}) ...", flush=True)
     server.start()
     print(f"ComfyUI is running at {server.url}  (Ctrl-C to stop)", flush=True)
     try:
@@ -70,7 +84,7 @@ def serve(options: argparse.Namespace) -> int:
     return 0
 
 
-def queue_workflow(options: argparse.Namespace) -> int:
+def queue_workflow(host: hostenv.Host, options: argparse.Namespace) -> int:
     _stop_on_sigterm()
     try:
         graph = host_client.load_api_workflow(options.workflow)
@@ -79,15 +93,42 @@ def queue_workflow(options: argparse.Namespace) -> int:
         return 2
     if options.server:
         return _queue_on(options.server, graph, options, local_output=None)
-    server = ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, port=None, cpu=not hostenv.host_has_cuda(),
-                         extra_args=host_args(options), env=hostenv.host_environment(),
-                         log_path=hostenv.HOST_DIR / "server.log")
-    print("Starting a headless ComfyUI ...", flush=True)
+    server = new_server(host, options, None)
+    print(f"Starting a headless ComfyUI {host.version} ...", flush=True)
     with server:
-        return _queue_on(server.url, graph, options, local_output=hostenv.COMFY_DIR / "output")
+        return _queue_on(server.url, graph, options, local_output=hostenv.comfy_dir(host) / "output",
+                         models_dir=hostenv.comfy_dir(host) / "models")
 
 
-def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: Path | None) -> int:
+# The models/ subfolder the host lists for each loader input (a refused value there is a missing file).
+MODEL_INPUT_FOLDERS = {"ckpt_name": "checkpoints", "vae_name": "vae", "lora_name": "loras",
+                       "control_net_name": "controlnet", "predictor_name": "edge_predictor"}
+
+
+def _missing_value_hints(refusal: dict, models_dir: Path | None) -> list[str]:
+    """What to do about each refused input whose value is not in the server's list: mostly a missing model file.
+
+    models_dir: the started server's models folder; None for a server of the user's (--server).
+    """
+    models = "--models DIR (your ComfyUI models folder, holding checkpoints/, loras/, ...) or --extra-model-paths FILE"
+    hints: dict[str, None] = {}  # ordered, without repeats (one file can be refused in several nodes)
+    for info in refusal.get("node_errors", {}).values():
+        for error in info.get("errors", []):
+            details = str(error.get("details", ""))
+            if error.get("type") != "value_not_in_list" and " not in " not in details:
+                continue
+            name = (error.get("extra_info") or {}).get("input_name") or details.split(":")[0].strip()
+            folder = MODEL_INPUT_FOLDERS.get(name, "<folder>")
+            remedy = (f"pass {models}, or put the file into {models_dir / folder}/" if models_dir else
+                      f"put it into models/{folder}/ of that ComfyUI, or queue without --server and pass {models}")
+            problem = (f"{name} names a file the server does not have: " if name in MODEL_INPUT_FOLDERS else
+                       f"{name} must be one of the values the server lists; if it names a model file, ")
+            hints[f"Hint: {problem}{remedy}."] = None
+    return list(hints)
+
+
+def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: Path | None,
+              models_dir: Path | None = None) -> int:
     started = time.time()
     try:
         result = host_client.run(url, graph, timeout=options.timeout,
@@ -95,6 +136,8 @@ def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: 
                                                        end="", flush=True))
     except host_client.PromptRejectedError as err:
         print(f"The server refused the workflow: {err}", file=sys.stderr)
+        for hint in _missing_value_hints(err.body, models_dir):
+            print(hint, file=sys.stderr)
         return 2
     print()
     if not result.ok:
@@ -111,17 +154,35 @@ def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: 
     return 0
 
 
-def run_tests(pytest_args: list[str]) -> int:
+def run_tests(host: hostenv.Host, pytest_args: list[str]) -> int:
+    hostenv.ensure_host(host)
     hostenv.ensure_browser()
+    print(f"[test] ComfyUI {host.version} (editor {host.frontend}): pytest {' '.join(pytest_args)}", flush=True)
     # -P keeps the checkout off sys.path: its nodes/ package would shadow the host's nodes.py.
-    cmd = [str(hostenv.venv_python()), "-P", "-m", "pytest", *pytest_args]
-    return subprocess.run(cmd, cwd=hostenv.REPO, env=hostenv.host_environment()).returncode
+    cmd = [str(hostenv.python_of(host)), "-P", "-m", "pytest", *pytest_args]
+    return subprocess.run(cmd, cwd=hostenv.REPO, env=hostenv.host_environment(host)).returncode
+
+
+def run_all_tests() -> int:
+    """The whole suite on the newest host, the host-dependent part on the floor; both always run."""
+    started = time.time()
+    # Each host leaves out what only the other runs (they skip themselves when run by hand elsewhere).
+    newest = run_tests(hostenv.NEWEST, ["--ignore", "tests/e2e/test_editor_smoke.py"])
+    newest_s = time.time() - started
+    floor = run_tests(hostenv.FLOOR, [*FLOOR_TESTS, "--deselect", FLOOR_SKIPS])
+    print(f"[test] ComfyUI {hostenv.NEWEST.version}: {'passed' if newest == 0 else 'FAILED'} in {newest_s:.0f} s; "
+          f"ComfyUI {hostenv.FLOOR.version}: {'passed' if floor == 0 else 'FAILED'} in "
+          f"{time.time() - started - newest_s:.0f} s", flush=True)
+    return newest or floor
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", nargs="?", help="API-format workflow JSON to queue headless")
     parser.add_argument("--test", action="store_true", help="run the test suite (arguments after it go to pytest)")
+    parser.add_argument("--host", choices=[host.version for host in hostenv.HOSTS],
+                        help=f"ComfyUI version to use (default {hostenv.NEWEST.version}; "
+                             f"--test without it runs on {hostenv.NEWEST.version} and {hostenv.FLOOR.version})")
     parser.add_argument("--models", help="your ComfyUI models folder (checkpoints/, layer_model/, ...)")
     parser.add_argument("--extra-model-paths", help="an extra_model_paths.yaml of yours")
     parser.add_argument("--port", type=int, default=8188, help="port for the server (default 8188)")
@@ -134,12 +195,15 @@ def main(argv: list[str]) -> int:
         at = argv.index("--test")
         argv, pytest_args = argv[:at + 1], argv[at + 1:]
     options = parser.parse_args(argv)
-    hostenv.ensure_host()
+    host = hostenv.host_named(options.host) if options.host else hostenv.HOST
     if options.test:
-        return run_tests(pytest_args)
+        if options.host or pytest_args:
+            return run_tests(host, pytest_args)
+        return run_all_tests()
+    hostenv.ensure_host(host)
     if options.workflow:
-        return queue_workflow(options)
-    return serve(options)
+        return queue_workflow(host, options)
+    return serve(host, options)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Both run the published decoder architecture (random weights; speed does not depe
 8 augmentations, side by side in one process, at each size. Prints time per image, peak memory,
 the ratio fast/plain, and the largest output difference (must stay below 1e-4).
 
-    .host/venv/bin/python -P bench/decode.py [--sizes 512 1024] [--repeats 2] [--sub-batch 8]
+    .host/0.30.0/venv/bin/python -P bench/decode.py [--sizes 512 1024] [--repeats 2] [--sub-batch 8]
 """
 
 from __future__ import annotations

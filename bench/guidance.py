@@ -8,7 +8,7 @@
 Weights are random (speed and memory do not depend on values); the full-size model is the cached
 random SD1.5 checkpoint of the tests, loaded as the host loads checkpoints.
 
-    .host/venv/bin/python -P bench/guidance.py [--size 256] [--steps 4] [--repeats 2] [--train-steps 3]
+    .host/0.30.0/venv/bin/python -P bench/guidance.py [--size 256] [--steps 4] [--repeats 2] [--train-steps 3]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   size.
 Weights are random in the published formats (speed does not depend on values).
 
-    .host/venv/bin/python -P bench/patches.py [--steps 4] [--size 256] [--repeats 2]
+    .host/0.30.0/venv/bin/python -P bench/patches.py [--steps 4] [--size 256] [--repeats 2]
 """
 
 from __future__ import annotations

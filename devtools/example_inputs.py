@@ -4,7 +4,7 @@ The pack copies them into ComfyUI's input folder at start-up (when not already t
 shipped workflow opens with its Load Image nodes filled and runs as soon as the models are in place.
 Drawn with Pillow, deterministic:
 
-    .host/venv/bin/python -P devtools/example_inputs.py
+    .host/0.30.0/venv/bin/python -P devtools/example_inputs.py
 """
 
 from __future__ import annotations

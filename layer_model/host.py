@@ -176,6 +176,16 @@ def check_vae(vae) -> None:
                          f"the connected VAE is a {type(autoencoder).__name__}.")
 
 
+def crop_for_vae(vae, rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB [B,H,W,3] and alpha [B,H,W,1] cropped as the host crops pixels for this VAE (sides to multiples of 8).
+
+    Each goes through the host on its own: since ComfyUI 0.30 `vae_encode_crop_pixels` also cuts the
+    channels down to the VAE's three, which would drop an alpha channel sent along with the RGB.
+    """
+    alpha = vae.vae_encode_crop_pixels(alpha.expand(*alpha.shape[:-1], 3))[..., :1]
+    return vae.vae_encode_crop_pixels(rgb), alpha
+
+
 def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of the host VAE's latent posterior for [B,H,W,3] pixels in [0,1].
 

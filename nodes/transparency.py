@@ -152,9 +152,8 @@ class LayerDiffuseEncode:
     def encode(self, image, vae, sd_version, mask=None, model=None):
         base = host.resolve_base(sd_version, model)
         host.check_vae(vae)
-        rgb, alpha = split_alpha(image, mask)
-        pixels = vae.vae_encode_crop_pixels(torch.cat([rgb, alpha], dim=-1))
-        rgb, alpha = _to_bchw(pixels[..., :3]), _to_bchw(pixels[..., 3:])
+        rgb, alpha = host.crop_for_vae(vae, *split_alpha(image, mask))
+        rgb, alpha = _to_bchw(rgb), _to_bchw(alpha)
         return ({"samples": host.encode_rgba(vae, rgb, alpha, base)},)
 
 

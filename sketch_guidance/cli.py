@@ -4,16 +4,34 @@ Run it with ComfyUI's Python from the pack's folder (ComfyUI/custom_nodes/<pack>
 found two folders up, or with --comfyui / COMFYUI_PATH.
 """
 
+# The command's arguments and files only: train.py runs the command and imports this module, never the
+# reverse (tests/unit/test_entry_points.py), so nothing here needs torch or the host.
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .train import TrainConfig
+from .train_config import TrainConfig
 
 DEFAULTS = TrainConfig()
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """What the user asked for, with the checkpoint found and the output named."""
+
+    checkpoint: str
+    output: str
+    images: str
+    resolution: int
+    layer_set: str
+    comfyui: Path
+    cpu: bool
+    config: TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,41 +81,18 @@ def _paths(args) -> tuple[str, str]:
     return checkpoint, output
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_command(argv: list[str] | None = None) -> TrainCommand:
+    """The command line's request; exits with a message on bad arguments or a missing checkpoint."""
     args = _parser().parse_args(argv)
     checkpoint, output = _paths(args)
-    sys.path.insert(0, str(_comfyui_root(args.comfyui)))
+    config = TrainConfig(args.steps, args.batch_size, args.lr, args.seed, args.pixels_per_image, args.save_every)
+    return TrainCommand(checkpoint, output, args.images, args.resolution, args.layer_set,
+                        _comfyui_root(args.comfyui), args.cpu, config)
+
+
+def use_comfyui(command: TrainCommand) -> None:
+    """Make the host importable and apply --cpu before anything imports comfy.model_management."""
+    sys.path.insert(0, str(command.comfyui))
     from comfy.cli_args import args as host_args
 
-    host_args.cpu = host_args.cpu or args.cpu
-    import torch
-    from tqdm import tqdm
-
-    from . import host
-    from .dataset import DatasetError, ImageFolder
-    from .train import train_predictor
-
-    config = TrainConfig(args.steps, args.batch_size, args.lr, args.seed, args.pixels_per_image, args.save_every)
-    try:
-        dataset = ImageFolder(args.images, args.resolution)
-    except DatasetError as err:
-        raise SystemExit(str(err)) from err
-    with torch.inference_mode(False):
-        model, clip, vae = host.load_checkpoint(checkpoint)
-        source = host.HostFeatureSource(model, vae, clip, args.layer_set)
-        print(f"{source.base} checkpoint, {len(dataset)} images, {source.feature_channels} feature channels "
-              f"({args.layer_set} layers) -> {output}")
-        with tqdm(total=config.steps, unit="step") as bar:
-            def progress(step: int, total: int, loss: float) -> None:
-                bar.n = step
-                bar.set_postfix(loss=f"{loss:.4f}")
-                bar.refresh()
-
-            report = train_predictor(source, dataset, config, output, progress)
-    if report.resumed_from:
-        print(f"resumed from step {report.resumed_from}")
-    print(f"final loss {report.losses[-1]:.4f}; saved {output}")
-
-
-if __name__ == "__main__":
-    main()
+    host_args.cpu = host_args.cpu or command.cpu

@@ -1,4 +1,4 @@
-"""Training the edge predictor, and its command line: `python -m sketch_guidance.train`.
+"""Training the edge predictor, and its command line: `python -m sketch_guidance.train` (arguments: cli.py).
 
 Each step draws a batch of images, noises each one's latent at a random point of the schedule,
 reads the UNet's activations there (under the image's caption) and fits the predictor to the image's
@@ -16,19 +16,11 @@ from typing import Protocol
 
 import torch
 
-from .dataset import ImageFolder
+from . import cli
+from .dataset import DatasetError, ImageFolder
 from .features import Layer
 from .predictor import EdgePredictor, PredictorInfo, save_predictor
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 3000
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    seed: int = 0
-    pixels_per_image: int = 1024  # latent pixels sampled per image and step (0: all); bounds memory
-    save_every: int = 250
+from .train_config import TrainConfig  # also imported from here (nodes, tests, bench)
 
 
 class FeatureSource(Protocol):
@@ -158,7 +150,35 @@ def _resume(path, fingerprint, predictor, optimizer, generator, report) -> int:
     return saved["step"]
 
 
-if __name__ == "__main__":
-    from .cli import main
+def main(argv: list[str] | None = None) -> None:
+    """The command line (arguments: cli.py): load the checkpoint through the host, train with a progress bar."""
+    command = cli.parse_command(argv)
+    cli.use_comfyui(command)
+    from tqdm import tqdm
 
+    from . import host
+
+    try:
+        dataset = ImageFolder(command.images, command.resolution)
+    except DatasetError as err:
+        raise SystemExit(str(err)) from err
+    config = command.config
+    with torch.inference_mode(False):
+        model, clip, vae = host.load_checkpoint(command.checkpoint)
+        source = host.HostFeatureSource(model, vae, clip, command.layer_set)
+        print(f"{source.base} checkpoint, {len(dataset)} images, {source.feature_channels} feature channels "
+              f"({command.layer_set} layers) -> {command.output}")
+        with tqdm(total=config.steps, unit="step") as bar:
+            def progress(step: int, total: int, loss: float) -> None:
+                bar.n = step
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.refresh()
+
+            report = train_predictor(source, dataset, config, command.output, progress)
+    if report.resumed_from:
+        print(f"resumed from step {report.resumed_from}")
+    print(f"final loss {report.losses[-1]:.4f}; saved {command.output}")
+
+
+if __name__ == "__main__":
     main()

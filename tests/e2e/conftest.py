@@ -33,3 +33,30 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     server = start_server(base, layer_folder)
     yield LiveServer(server.url, base, layer_folder, server)
     server.stop()
+
+
+# The graph editor (browser tests): one browser and one editor page per test module.
+@pytest.fixture(scope="module")
+def chromium():
+    from support import editor
+
+    try:
+        with editor.chromium() as browser:
+            yield browser
+    except FileNotFoundError as missing:
+        pytest.fail(str(missing))
+
+
+@pytest.fixture(scope="module")
+def shared_view(chromium, live_server):
+    from support import editor
+
+    opened = editor.open_editor(chromium, live_server.url, 1600, 1000)
+    yield opened
+    opened.page.close()
+
+
+@pytest.fixture
+def view(shared_view):
+    """The module's editor page; `view.since`: errors logged before this test."""
+    return shared_view.fresh_start()

@@ -1,4 +1,4 @@
-"""`python -m comfyui_layer_sketch.queue` as a script user runs it: a plain Python (no torch), a live server."""
+"""`python -m comfyui_layer_sketch.queue_workflow` as a script user runs it: plain Python (no torch), a live server."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
 
 def _queue(live_server, *args: str) -> subprocess.CompletedProcess:
     python = shutil.which("python3") or sys.executable  # any Python: the client needs no host packages
-    return subprocess.run([python, "-m", "comfyui_layer_sketch.queue", *args, "--server", live_server.url],
+    return subprocess.run([python, "-m", "comfyui_layer_sketch.queue_workflow", *args, "--server", live_server.url],
                           cwd=live_server.base / "custom_nodes", capture_output=True, text=True, timeout=900)
 
 

@@ -53,6 +53,19 @@ def test_failing_workflow_exits_non_zero_with_the_host_message(live_server, tmp_
     assert "LayerDiffuseDecode" in done.stderr and "no MODEL is connected" in done.stderr
 
 
+def test_missing_checkpoint_is_refused_with_a_hint_where_models_go(live_server, tmp_path):
+    graph = host_client.load_api_workflow(_workflow(tmp_path))
+    graph["1"]["inputs"]["ckpt_name"] = "sd_xl_base_1.0.safetensors"
+    path = tmp_path / "missing_checkpoint.json"
+    path.write_text(json.dumps(graph))
+    done = subprocess.run([*RUN, str(path), "--server", live_server.url], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "ckpt_name: 'sd_xl_base_1.0.safetensors' not in" in done.stderr
+    assert "Hint: ckpt_name names a file the server does not have" in done.stderr
+    assert "models/checkpoints/" in done.stderr and "--models DIR" in done.stderr, done.stderr
+
+
 def test_ui_format_file_is_refused_with_a_pointer_to_the_api_copy(tmp_path):
     done = subprocess.run([*RUN, str(hostenv.REPO / "workflows" / "sd15_transparent.json")],
                           capture_output=True, text=True, timeout=300)

@@ -1,31 +1,112 @@
 """ComfyUI's graph editor in headless Chromium (Debian's package, driven by Playwright): what a user clicks.
 
+Everything that differs between editor versions (the comfyui-frontend-package a host ships) is one
+`EditorUI` entry in `EDITORS`: a later editor whose page differs is one more entry. The entry used is
+the newest one not newer than the installed editor (`installed_version()`). State is read through the
+editor's own JavaScript API (`window.app`, LiteGraph), which both editors share; what a user does
+(open the template browser, search, press Run, drop a file) is done with real clicks and keys.
+
 Console messages are kept per page so tests can tell the pack's errors from the editor's own.
-Connections the editor makes to comfy.org (node registry, blocked by the editor's own content
-security policy on an offline machine) are its own, whatever is installed.
+Connections the editor makes to comfy.org or Hugging Face (node registry, model checks; blocked by the
+editor's own content security policy on an offline machine) are its own, whatever is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import io
 import re
+import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page
+import hostenv
+import numpy as np
+from host_server import ComfyServer
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 PACK_FOLDER = "comfyui_layer_sketch"  # the pack's folder name in custom_nodes: the template browser's label
-OFFLINE_NOISE = re.compile(r"api\.comfy\.org|Content Security Policy")
+OFFLINE_NOISE = re.compile(r"api\.comfy\.org|huggingface\.co|Content Security Policy")
+ARTIFACTS = hostenv.REPO / ".test-artifacts" / "editor"
+CHECKERBOARD_SETTING = "LayerSketch.CheckerboardPreviews"
+PACK_WORKFLOWS = sorted(path.stem for path in (hostenv.REPO / "workflows").glob("*.json"))
+
+
+@dataclass(frozen=True)
+class EditorUI:
+    """How one editor version shows what the tests use (CSS selectors unless said otherwise)."""
+
+    version: str
+    dialog: str  # an open dialog: the template browser, the node search, an error dialog
+    templates_button: str  # the side bar button that opens the template browser
+    search_placeholder: str  # the node search box's text field (its placeholder text)
+    search_result: str  # one result row in the open node search
+    run_button: str
+    # The editor's stores (pinia ids) of what is wrong with the open graph: missing node types, model
+    # files, pictures, the last run's errors; the data behind 1.47's error notice and errors panel. None
+    # in 1.32, which opens a dialog for missing nodes and says nothing about models or pictures.
+    problem_stores: tuple[str, ...]
+    vue_nodes_setting: str  # the setting that turns on the Vue (DOM) node view, "Nodes 2.0"
+    vue_node: str  # one node in the Vue node view; {id} is the node's id
+
+
+EDITORS: tuple[EditorUI, ...] = (  # newest first
+    EditorUI(version="1.47.12", dialog="[role=dialog]", templates_button="button.templates-tab-button",
+             search_placeholder="Add a node...", search_result="[role=dialog] [role=option]",
+             run_button="button[data-testid=queue-button]",
+             problem_stores=("missingModel", "missingNodesError", "missingMedia", "executionError"),
+             vue_nodes_setting="Comfy.VueNodes.Enabled", vue_node=".lg-node[data-node-id='{id}']"),
+    EditorUI(version="1.32.9", dialog=".p-dialog", templates_button="button.templates-tab-button",
+             search_placeholder="Search Nodes...", search_result=".p-dialog [role=option]",
+             run_button="[data-testid=queue-button] button.p-splitbutton-button", problem_stores=(),
+             vue_nodes_setting="Comfy.VueNodes.Enabled", vue_node=".lg-node[data-node-id='{id}']"),
+)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def installed_version() -> str:
+    """The editor the selected host serves: the installed comfyui-frontend-package (the host's pin when
+    this Python does not have it)."""
+    try:
+        return importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        return hostenv.selected_host().frontend
+
+
+def editor_ui(version: str | None = None) -> EditorUI:
+    """The entry for `version` (default: the installed editor): the newest not newer than it."""
+    version = version or installed_version()
+    for ui in EDITORS:
+        if _version_key(ui.version) <= _version_key(version):
+            return ui
+    raise LookupError(f"no EditorUI entry for editor {version} (oldest known: {EDITORS[-1].version})")
+
+
+def artifacts_dir(version: str | None = None) -> Path:
+    """.test-artifacts/editor/<editor version>/, made when missing."""
+    path = ARTIFACTS / (version or installed_version())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass
 class Editor:
     page: Page
+    ui: EditorUI
     errors: list[str] = field(default_factory=list)  # console errors and uncaught exceptions, in order
     warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # addresses the server answered 404 for
     opened_with: int = 0  # errors logged while the editor started
+    in_flight: set = field(default_factory=set)  # requests not answered yet
+    since: int = 0  # errors logged before the current test (`fresh_start`)
 
     def new_errors(self, since: int | None = None) -> list[str]:
         """Errors after the first `since` (default: after start-up), addresses made neutral, the editor's
@@ -34,77 +115,184 @@ class Editor:
         found = [re.sub(r"127\.0\.0\.1:\d+", "HOST", e) for e in self.errors[since:]]
         return [e for e in found if not OFFLINE_NOISE.search(e)]
 
+    def fresh_start(self) -> Editor:
+        """Start of a test on a page that earlier tests used: dialogs closed, 404s forgotten, `since` set to
+        the number of errors so far (for `new_errors(self.since)`)."""
+        close_dialogs(self)
+        self.missing.clear()
+        self.since = len(self.errors)
+        return self
+
+    def screenshot(self, name: str) -> Path:
+        path = artifacts_dir() / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright."""
+    if not hostenv.CHROMIUM.exists():
+        raise FileNotFoundError(f"{hostenv.CHROMIUM} is missing: install Debian's chromium package "
+                                "(python3 run.py --test does it when run as root)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(hostenv.CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
 
 def open_editor(browser: Browser, url: str, width: int = 1400, height: int = 900) -> Editor:
     """The editor as a returning user sees it: the default graph, no first-run template browser."""
     request = urllib.request.Request(f"{url}/api/settings/Comfy.TutorialCompleted", data=b"true", method="POST")
     urllib.request.urlopen(request, timeout=30).close()
     page = browser.new_page(viewport={"width": width, "height": height})
-    editor = Editor(page)
+    editor = Editor(page, editor_ui())
     page.on("console", lambda m: (editor.errors if m.type == "error" else editor.warnings).append(m.text)
             if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda error: editor.errors.append(f"uncaught: {error}"))
     page.on("response", lambda r: editor.missing.append(r.url.split("/", 3)[-1]) if r.status == 404 else None)
-    page.goto(url, wait_until="networkidle")
-    page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
-    page.wait_for_timeout(1500)  # late extension errors
-    close_dialogs(page)
+    page.on("request", lambda r: editor.in_flight.add(r))
+    page.on("requestfinished", lambda r: editor.in_flight.discard(r))
+    page.on("requestfailed", lambda r: editor.in_flight.discard(r))
+    page.goto(url, wait_until="networkidle", timeout=180_000)
+    page.wait_for_function("window.app?.graph && window.LiteGraph && app.extensionManager?.setting",
+                           timeout=90_000)
+    settle(editor)  # late extension errors
+    close_dialogs(editor)
     editor.opened_with, editor.missing[:] = len(editor.errors), []
     return editor
 
 
-def close_dialogs(page: Page) -> None:
+def settle(editor: Editor, quiet_ms: int = 400, timeout_s: float = 20.0) -> None:
+    """Wait until no request has been open for `quiet_ms` (pictures, late scripts) and two frames are drawn."""
+    deadline, quiet_since = time.monotonic() + timeout_s, time.monotonic()
+    while time.monotonic() < deadline:
+        if editor.in_flight:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_ms / 1000:
+            break
+        editor.page.wait_for_timeout(50)
+    editor.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def close_dialogs(editor: Editor) -> None:
     """Close what the editor opens by itself (the first-run template browser, release notes)."""
+    dialogs = editor.page.locator(editor.ui.dialog)
     for _ in range(3):
-        if not page.locator(".p-dialog").count():
+        if not dialogs.count():
             return
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(300)
+        editor.page.keyboard.press("Escape")
+        with contextlib.suppress(PlaywrightTimeout):
+            dialogs.first.wait_for(state="detached", timeout=2_000)
 
 
-def visible_dialog_texts(page: Page) -> list[str]:
-    return [text for text in page.locator(".p-dialog").all_inner_texts() if text.strip()]
+def visible_dialog_texts(editor: Editor) -> list[str]:
+    return [text for text in editor.page.locator(editor.ui.dialog).all_inner_texts() if text.strip()]
 
 
-def error_toasts(page: Page) -> list[str]:
-    return page.locator(".p-toast-message-error").all_inner_texts()
+def error_toasts(editor: Editor) -> list[str]:
+    return editor.page.locator(".p-toast-message-error").all_inner_texts()
 
 
-def pack_templates(page: Page) -> list[str]:
+# What the editor records as wrong with the open graph (EditorUI.problem_stores): missing node types,
+# model files, pictures, and the last run's errors, read from its own stores.
+EDITOR_PROBLEMS = """([stores, allowedModelInputs]) => {
+    const pinia = document.querySelector('#vue-app')?.__vue_app__?.config?.globalProperties?.$pinia;
+    const store = id => pinia?._s?.get(id);
+    const problems = stores.filter(id => !store(id)).map(id => `the editor has no store ${id}: see support/editor.py`);
+    for (const m of store('missingModel')?.missingModelCandidates ?? [])
+        if (m.isMissing !== false && !allowedModelInputs.includes(m.widgetName))
+            problems.push(`missing model file: ${m.nodeType}.${m.widgetName} = ${m.name}`);
+    for (const t of store('missingNodesError')?.missingNodesError?.nodeTypes ?? [])
+        problems.push(`missing node type: ${typeof t === 'string' ? t : t.type}`);
+    for (const m of store('missingMedia')?.missingMediaCandidates ?? [])
+        if (m.isMissing !== false) problems.push(`missing picture: ${m.nodeType}.${m.widgetName} = ${m.name}`);
+    const run = store('executionError');
+    if (run?.lastPromptError) problems.push(`prompt error: ${JSON.stringify(run.lastPromptError)}`);
+    if (run?.lastExecutionError) problems.push(`run error: ${JSON.stringify(run.lastExecutionError)}`);
+    for (const [id, e] of Object.entries(run?.lastNodeErrors ?? {}))
+        problems.push(`node ${id}: ${JSON.stringify(e)}`);
+    return problems;
+}"""
+
+
+def problems(editor: Editor, model_inputs: list[str]) -> list[str]:
+    """What the editor shows as wrong: open dialogs (missing nodes in 1.32), error toasts, and what is behind
+    its error notice (1.47: missing nodes, pictures, model files, run errors), except model files missing
+    for `model_inputs` (they name the user's files: a user without that exact file is told so, which is no
+    fault of the workflow)."""
+    found = [f"dialog: {text}" for text in visible_dialog_texts(editor)]
+    found += [f"error toast: {text}" for text in error_toasts(editor)]
+    if editor.ui.problem_stores:
+        found += editor.page.evaluate(EDITOR_PROBLEMS, [list(editor.ui.problem_stores), model_inputs])
+    return found
+
+
+def pack_templates(editor: Editor) -> list[str]:
     """Open the template browser on the pack's section; the names of the cards shown."""
-    dialog = page.locator(".p-dialog")
+    page = editor.page
+    dialog = page.locator(editor.ui.dialog)
     if not dialog.count():
-        page.locator("button.templates-tab-button").click()
-    dialog.get_by_text(PACK_FOLDER).first.click()
-    page.wait_for_timeout(500)
+        page.locator(editor.ui.templates_button).click()
+    dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
+    page.wait_for_function("""names => {
+        const cards = [...document.querySelectorAll("[data-testid^='template-workflow-']")];
+        return cards.length && cards.every(c => names.includes(c.dataset.testid.replace('template-workflow-', '')));
+    }""", arg=PACK_WORKFLOWS, timeout=30_000)
+    settle(editor)
     cards = dialog.locator("[data-testid^='template-workflow-']")
     return [card.get_attribute("data-testid").removeprefix("template-workflow-") for card in cards.all()]
 
 
-def load_template(page: Page, name: str) -> None:
+def template_pictures(editor: Editor) -> dict[str, int]:
+    """{workflow: natural width of its card's picture (0: not loaded)} in the open template browser; each
+    card scrolled into view in turn, as the cards load their pictures only when seen."""
+    widths = {}
+    for card in editor.page.locator("[data-testid^='template-workflow-']").all():
+        name = card.get_attribute("data-testid").removeprefix("template-workflow-")
+        card.scroll_into_view_if_needed()
+        with contextlib.suppress(PlaywrightTimeout):
+            card.locator("img").first.wait_for(timeout=10_000)
+            card.evaluate("card => new Promise(done => { const img = card.querySelector('img');"
+                          " if (img.complete) done(); else { img.onload = img.onerror = done; } })")
+        widths[name] = card.evaluate("card => card.querySelector('img')?.naturalWidth ?? 0")
+    return widths
+
+
+def load_template(editor: Editor, name: str) -> None:
     """Load one of the pack's workflows from the template browser, as a user does."""
-    pack_templates(page)
+    page = editor.page
+    pack_templates(editor)
     page.locator(f"[data-testid='template-workflow-{name}']").click()
-    page.locator(".p-dialog").first.wait_for(state="detached", timeout=30_000)
-    page.wait_for_function("name => document.title.replace(/^\\*/, '') === `${name} - ComfyUI`"
-                           " && app.graph._nodes.length > 0", arg=name, timeout=30_000)
-    page.wait_for_timeout(500)
+    page.locator(editor.ui.dialog).first.wait_for(state="detached", timeout=60_000)
+    wait_for_workflow(editor, name)
 
 
-def drop_workflow(page: Page, path: Path) -> None:
+def wait_for_workflow(editor: Editor, name: str) -> None:
+    """Wait until workflow `name` is the open one (its tab, "name (2)" when one of that name is open)."""
+    editor.page.wait_for_function("""name => {
+        const title = document.title.replace(/^\\*/, '').replace(/ - ComfyUI$/, '');
+        return (title === name || title.startsWith(`${name} (`)) && app.graph._nodes.length > 0; }""",
+                                  arg=name, timeout=60_000)
+    settle(editor)
+
+
+def drop_workflow(editor: Editor, path: Path) -> None:
     """Drop a workflow file onto the canvas (the editor's file drop handler)."""
-    page.evaluate("""([name, text]) => {
+    editor.page.evaluate("""([name, text]) => {
         const transfer = new DataTransfer();
         transfer.items.add(new File([text], name, {type: "application/json"}));
         document.querySelector("#graph-canvas").dispatchEvent(
             new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
     }""", [path.name, path.read_text()])
-    page.wait_for_timeout(1500)
+    wait_for_workflow(editor, path.stem)
 
 
-def fit_view(page: Page) -> None:
-    page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    page.wait_for_timeout(300)
+def fit_view(editor: Editor) -> None:
+    editor.page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    settle(editor)
 
 
 LAYOUT_CHECK = """(missingAllowed) => {
@@ -127,26 +315,27 @@ LAYOUT_CHECK = """(missingAllowed) => {
     }
     const randomized = nodes.flatMap(n => (n.widgets ?? []).filter(w => w.name === "control_after_generate"
         && w.value !== "fixed").map(w => `${n.title}: ${w.value}`));
-    const unknown = nodes.filter(n => !(n.type in LiteGraph.registered_node_types) || n.has_errors).map(n => n.type);
+    const unknown = nodes.filter(n => !(n.type in LiteGraph.registered_node_types)).map(n => n.type);
     return {overlaps, cramped, invalid, randomized, unknown, types: nodes.map(n => n.type)};
 }"""
 
 
-def layout_report(page: Page, model_inputs: list[str]) -> dict:
+def layout_report(editor: Editor, model_inputs: list[str]) -> dict:
     """Overlapping nodes, nodes smaller than the editor needs, combo values not among the choices (model
     file inputs excepted: those name the user's files), seeds that change after each run, and unknown
     node types in the loaded graph."""
-    return page.evaluate(LAYOUT_CHECK, model_inputs)
+    return editor.page.evaluate(LAYOUT_CHECK, model_inputs)
 
 
-def set_setting(page: Page, setting: str, value: object) -> None:
-    page.evaluate("([id, value]) => app.extensionManager.setting.set(id, value)", [setting, value])
-    page.wait_for_timeout(200)
+def set_setting(editor: Editor, setting: str, value: object) -> None:
+    editor.page.evaluate("([id, value]) => app.extensionManager.setting.set(id, value)", [setting, value])
+    settle(editor)
 
 
-def open_node_search(page: Page, artifacts: Path) -> None:
+def open_node_search(editor: Editor) -> None:
     """Double-click the empty canvas, as a user opens the node search; a few tries while the editor settles."""
-    search = page.get_by_placeholder("Search Nodes...")
+    page = editor.page
+    search = page.get_by_placeholder(editor.ui.search_placeholder)
     for _ in range(3):
         page.locator("#graph-canvas").dblclick(position={"x": 800, "y": 600})
         try:
@@ -154,6 +343,166 @@ def open_node_search(page: Page, artifacts: Path) -> None:
             return
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
-    artifacts.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(artifacts / "search_failed.png"))
-    raise AssertionError(f"double-clicking the canvas did not open the node search (see {artifacts})")
+    path = editor.screenshot("search_failed")
+    raise AssertionError(f"double-clicking the canvas did not open the node search (see {path})")
+
+
+def search_results(editor: Editor, text: str) -> list[str]:
+    """Type `text` into the open node search; the results shown, first first, once one shows `text`."""
+    editor.page.get_by_placeholder(editor.ui.search_placeholder).fill(text)
+    results = editor.page.locator(editor.ui.search_result)
+    results.filter(has_text=text).first.wait_for(timeout=15_000)
+    return [" ".join(shown.split()) for shown in results.all_inner_texts() if shown.strip()]
+
+
+def add_first_search_result(editor: Editor) -> None:
+    """Enter in the node search: the first result is added, the search closes. Where the added node then
+    follows the cursor until a click places it (1.47's default), move the mouse and click the canvas."""
+    page = editor.page
+    page.keyboard.press("Enter")
+    page.get_by_placeholder(editor.ui.search_placeholder).wait_for(state="hidden", timeout=10_000)
+    if page.evaluate("() => app.graph._nodes.some(n => n.flags?.ghost)"):
+        box = page.locator("#graph-canvas").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=4)
+        page.mouse.click(box["x"] + box["width"] / 2 + 20, box["y"] + box["height"] / 2 + 20)
+        page.wait_for_function("() => !app.graph._nodes.some(n => n.flags?.ghost)", timeout=10_000)
+
+
+def press_run(editor: Editor) -> None:
+    editor.page.locator(editor.ui.run_button).first.click()
+
+
+def wait_for_node_images(editor: Editor, title: str, timeout_ms: int) -> list[str]:
+    """Wait until node `title` shows images (loaded); their /view addresses."""
+    editor.page.wait_for_function("""title => { const node = app.graph._nodes.find(n => n.title === title);
+        return node?.imgs?.length && node.imgs.every(img => img.complete && img.naturalWidth > 0); }""",
+                                  arg=title, timeout=timeout_ms)
+    return editor.page.evaluate("title => app.graph._nodes.find(n => n.title === title).imgs.map(i => i.src)",
+                                title)
+
+
+def set_widget(editor: Editor, title: str, widget: str, value) -> None:
+    editor.page.evaluate("""([title, name, value]) => {
+        const node = app.graph._nodes.find(n => n.title === title);
+        node.widgets.find(w => w.name === name).value = value;
+    }""", [title, widget, value])
+
+
+def registered_types(page: Page) -> dict[str, str]:
+    """{node type: category} as the editor registered them."""
+    return page.evaluate("""() => Object.fromEntries(Object.entries(LiteGraph.registered_node_types)
+        .map(([name, type]) => [name, type.category]))""")
+
+
+def start_up_report(browser: Browser, url: str) -> tuple[list[str], dict[str, str]]:
+    """(console errors while the editor started, registered node types) of a fresh editor on `url`."""
+    view = open_editor(browser, url)
+    try:
+        return view.new_errors(since=0), registered_types(view.page)
+    finally:
+        view.page.close()
+
+
+def plain_start_up_report(browser: Browser, base: Path) -> tuple[list[str], dict[str, str]]:
+    """`start_up_report` of the same host without custom nodes (a server of its own on `base`)."""
+    with ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, env=hostenv.host_environment(),
+                     log_path=base / "plain.log",
+                     extra_args=["--disable-all-custom-nodes", "--base-directory", str(base)]) as plain:
+        return start_up_report(browser, plain.url)
+
+
+# --- the checkerboard behind transparent previews ---------------------------------------------------
+
+CHECKERBOARD_PICTURE = "editor_checkerboard.png"
+CLEAR_FRACTION = 0.75  # of the picture: clear but for an opaque square of half its side
+
+
+def write_checkerboard_picture(input_dir: Path) -> None:
+    """A 256 px picture, clear but for an opaque 128 px square, in the server's input folder."""
+    picture = np.zeros((256, 256, 4), np.uint8)
+    picture[64:192, 64:192] = (200, 60, 40, 255)
+    Image.fromarray(picture, "RGBA").save(input_dir / CHECKERBOARD_PICTURE)
+
+
+def preview_transparent_picture(editor: Editor) -> None:
+    """Load Image -> Join Image with Alpha -> Preview Image ("Transparent", 400 x 460 at zoom 1), Run."""
+    page = editor.page
+    page.evaluate("""name => app.loadApiJson({
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["1", 0], "alpha": ["1", 1]}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}, "_meta": {"title": "Transparent"}}
+    }, "checkerboard")""", CHECKERBOARD_PICTURE)
+    page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'PreviewImage')", timeout=30_000)
+    page.evaluate("() => { const n = app.graph._nodes.find(n => n.type === 'PreviewImage'); n.title = 'Transparent';"
+                  " n.pos = [700, 100]; n.size = [400, 460]; app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0];"
+                  " app.canvas.setDirty(true, true); }")
+    settle(editor)
+    press_run(editor)
+    wait_for_node_images(editor, "Transparent", timeout_ms=180_000)
+    settle(editor)
+
+
+def node_picture(editor: Editor, title: str) -> np.ndarray:
+    """The node as drawn (on the canvas, or its element in the Vue node view), as RGB pixels."""
+    page = editor.page
+    node_id = page.evaluate("title => String(app.graph._nodes.find(n => n.title === title).id)", title)
+    element = page.locator(editor.ui.vue_node.format(id=node_id))
+    if element.count():
+        box = element.bounding_box()
+    else:
+        box = page.evaluate("""title => { const node = app.graph._nodes.find(n => n.title === title);
+            const [x, y, w, h] = node.getBounding(); const [left, top] = app.canvas.ds.convertOffsetToCanvas([x, y]);
+            const scale = app.canvas.ds.scale; const rect = app.canvas.canvas.getBoundingClientRect();
+            return {x: rect.left + left, y: rect.top + top, width: w * scale, height: h * scale}; }""", title)
+    return np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB")).astype(int)
+
+
+def set_vue_nodes(editor: Editor, on: bool) -> None:
+    """Turn the Vue (DOM) node view on or off; on: wait for the nodes' elements and their pictures."""
+    set_setting(editor, editor.ui.vue_nodes_setting, on)
+    if on:
+        editor.page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('.lg-node img')];
+            return document.querySelector('.lg-node') && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+                                      timeout=30_000)
+        settle(editor)
+
+
+def checkerboard_pictures(editor: Editor) -> tuple[np.ndarray, np.ndarray]:
+    """The "Transparent" preview node with the pack's checkerboard setting on, then off (restored)."""
+    with_board = node_picture(editor, "Transparent")
+    set_setting(editor, CHECKERBOARD_SETTING, False)
+    try:
+        editor.page.evaluate("() => app.canvas.setDirty(true, true)")
+        settle(editor)
+        without_board = node_picture(editor, "Transparent")
+    finally:
+        set_setting(editor, CHECKERBOARD_SETTING, True)
+    return with_board, without_board
+
+
+def checkerboard_faults(with_board: np.ndarray, without_board: np.ndarray) -> list[str]:
+    """What is wrong with the previews of the picture of `write_checkerboard_picture`, whatever size the
+    editor shows it at: turning the board off must change exactly the clear part (the picture's rectangle
+    but its opaque middle), the board there shows two greys, without it one flat colour."""
+    changed = np.abs(with_board - without_board).sum(-1) > 30
+    if not changed.any():
+        return ["turning the checkerboard off changed nothing"]
+    rows, cols = np.nonzero(changed)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    height, width = bottom - top, right - left
+    faults = []
+    if width < 100 or abs(width - height) > 3:
+        faults.append(f"the changed pixels span {width} x {height}, not the square picture")
+    expected = CLEAR_FRACTION * width * height
+    if not 0.9 * expected < changed.sum() < 1.1 * expected:
+        faults.append(f"turning the checkerboard off changed {changed.sum()} pixels, not the {expected:.0f} clear ones")
+    middle = changed[top + height // 4 + 3: bottom - height // 4 - 3, left + width // 4 + 3: right - width // 4 - 3]
+    if middle.any():
+        faults.append(f"{middle.sum()} pixels of the opaque middle changed")
+    greys = {tuple(c) for c in with_board[changed] if max(c) - min(c) < 8}
+    if len({c[0] // 16 for c in greys}) < 2:
+        faults.append(f"no two-grey checkerboard behind the picture: {list(greys)[:8]}")
+    _, counts = np.unique(without_board[changed], axis=0, return_counts=True)
+    if counts.max() <= 0.95 * changed.sum():
+        faults.append("without the board, the clear background should be one flat colour")
+    return faults

@@ -1,0 +1,29 @@
+"""What the pack says it supports matches the hosts the tests run on (devtools/hostenv.py HOSTS)."""
+
+from __future__ import annotations
+
+import re
+
+import hostenv
+import tomllib
+
+REPO = hostenv.REPO
+
+
+def test_registry_metadata_states_the_oldest_tested_comfyui():
+    comfy = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]
+    assert comfy["requires-comfyui"] == f">={hostenv.FLOOR.version}"
+
+
+def test_readme_names_every_tested_comfyui_and_editor():
+    readme = (REPO / "README.md").read_text()
+    [line] = [p for p in readme.split("\n\n") if p.startswith("**Supported ComfyUI:**")]
+    for host in hostenv.HOSTS:
+        assert re.search(rf"\b{re.escape(host.version)}\b", line), f"README's supported line lacks {host.version}"
+        assert host.frontend in line, f"README's supported line lacks editor {host.frontend}"
+
+
+def test_hosts_are_listed_newest_first_with_distinct_versions():
+    versions = [tuple(int(part) for part in host.version.split(".")) for host in hostenv.HOSTS]
+    assert versions == sorted(versions, reverse=True) and len(set(versions)) == len(versions)
+    assert hostenv.NEWEST is hostenv.HOSTS[0] and hostenv.FLOOR is hostenv.HOSTS[-1]
