@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support import editor, fixtures
+from support import checkerboard, editor, fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -123,16 +123,16 @@ def test_previews_show_transparency_on_a_checkerboard(view, live_server, node_vi
     shows through where alpha is 0 (two greys), the editor's flat node colour when it is turned off. The
     editor's default canvas nodes, and its Vue node view ("Nodes 2.0", off by default) where previews are
     page elements."""
-    editor.write_checkerboard_picture(live_server.base / "input")
-    editor.preview_transparent_picture(view)
+    checkerboard.write_checkerboard_picture(live_server.base / "input")
+    checkerboard.preview_transparent_picture(view)
     try:
         if node_view == "vue":
-            editor.set_vue_nodes(view, True)
-        with_board, without_board = editor.checkerboard_pictures(view)
+            checkerboard.set_vue_nodes(view, True)
+        with_board, without_board = checkerboard.checkerboard_pictures(view)
     finally:
         if node_view == "vue":
-            editor.set_vue_nodes(view, False)
+            checkerboard.set_vue_nodes(view, False)
     Image.fromarray(with_board.astype(np.uint8)).save(editor.artifacts_dir() / f"checkerboard_{node_view}.png")
-    faults = editor.checkerboard_faults(with_board, without_board)
+    faults = checkerboard.checkerboard_faults(with_board, without_board)
     assert not faults, f"{faults} (see {editor.artifacts_dir()}/checkerboard_{node_view}.png)"
     assert not view.new_errors(view.since), view.new_errors(view.since)

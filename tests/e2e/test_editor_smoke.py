@@ -16,7 +16,7 @@ import hostenv
 import numpy as np
 import pytest
 from PIL import Image
-from support import editor
+from support import checkerboard, editor
 
 pytestmark = [
     pytest.mark.e2e,
@@ -54,10 +54,10 @@ def test_a_shipped_workflow_opens_cleanly_from_the_template_browser(view):
 
 
 def test_previews_show_transparency_on_a_checkerboard(view, live_server):
-    editor.write_checkerboard_picture(live_server.base / "input")
-    editor.preview_transparent_picture(view)
-    with_board, without_board = editor.checkerboard_pictures(view)
+    checkerboard.write_checkerboard_picture(live_server.base / "input")
+    checkerboard.preview_transparent_picture(view)
+    with_board, without_board = checkerboard.checkerboard_pictures(view)
     Image.fromarray(with_board.astype(np.uint8)).save(editor.artifacts_dir() / "smoke_checkerboard.png")
-    faults = editor.checkerboard_faults(with_board, without_board)
+    faults = checkerboard.checkerboard_faults(with_board, without_board)
     assert not faults, faults
     assert not view.new_errors(view.since), view.new_errors(view.since)
