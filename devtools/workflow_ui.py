@@ -276,7 +276,7 @@ def value_problem(name: str, spec: list, value) -> str | None:
 def _types_match(a: str, b) -> bool:
     if isinstance(b, list):  # a combo input
         b = "COMBO"
-    return a == b or "*" in (a, b) or (a == "COMBO" and b == "COMBO")
+    return a == b or "*" in (a, b)
 
 
 def _link_problems(link: list, nodes: dict[int, dict], object_info: dict) -> list[str]:

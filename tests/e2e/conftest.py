@@ -7,6 +7,8 @@ Downloads point at a closed port on 127.0.0.1, so a missing file fails as it wou
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,14 @@ def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
     server = start_server(base, layer_folder)
     yield LiveServer(server.url, base, layer_folder, server)
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def pack_nodes(live_server) -> dict[str, dict]:
+    """The pack's nodes as the server lists them in /object_info."""
+    with urllib.request.urlopen(f"{live_server.url}/object_info", timeout=60) as response:
+        info = json.load(response)
+    return {name: node for name, node in info.items() if node["python_module"].startswith("custom_nodes.")}
 
 
 # The graph editor (browser tests): one browser and one editor page per test module.

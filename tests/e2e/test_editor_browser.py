@@ -25,15 +25,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-MODEL_INPUTS = ["ckpt_name", "control_net_name", "predictor_name"]  # name the user's files, not choices
-PACK_CATEGORIES = {"layer_diffuse", "sketch_guidance"}
-
-
-@pytest.fixture(scope="module")
-def pack_nodes(live_server) -> dict[str, dict]:
-    with urllib.request.urlopen(f"{live_server.url}/object_info", timeout=60) as response:
-        info = json.load(response)
-    return {name: node for name, node in info.items() if node["python_module"].startswith("custom_nodes.")}
 
 
 def test_editor_loads_the_pack_without_errors_of_its_own(chromium, live_server, pack_nodes, tmp_path):
@@ -43,7 +34,7 @@ def test_editor_loads_the_pack_without_errors_of_its_own(chromium, live_server, 
     new_errors = [error for error in errors if error not in baseline]
     assert not new_errors, f"console errors with the pack that the plain editor does not show: {new_errors}"
     assert set(pack_nodes) <= set(types), f"not registered in the editor: {set(pack_nodes) - set(types)}"
-    assert {types[n] for n in pack_nodes} == PACK_CATEGORIES
+    assert {types[n] for n in pack_nodes} == editor.PACK_CATEGORIES
 
 
 def test_template_browser_lists_the_pack_workflows_with_pictures(view):
@@ -57,7 +48,7 @@ def test_template_browser_lists_the_pack_workflows_with_pictures(view):
 
 
 def _assert_opens_cleanly(view, path: Path) -> None:
-    report = editor.layout_report(view, MODEL_INPUTS)
+    report = editor.layout_report(view, editor.MODEL_INPUTS)
     shipped = sorted(node["type"] for node in json.loads(path.read_text())["nodes"])
     assert sorted(report["types"]) == shipped
     assert not report["unknown"], f"nodes the editor does not know: {report['unknown']}"
@@ -65,7 +56,7 @@ def _assert_opens_cleanly(view, path: Path) -> None:
     assert not report["overlaps"], f"nodes drawn over each other: {report['overlaps']}"
     assert not report["randomized"], f"seeds that change after every run: {report['randomized']}"
     assert not report["cramped"], f"nodes smaller than their contents: {report['cramped']}"
-    assert not editor.problems(view, MODEL_INPUTS), editor.problems(view, MODEL_INPUTS)
+    assert not editor.problems(view, editor.MODEL_INPUTS), editor.problems(view, editor.MODEL_INPUTS)
     assert not view.new_errors(view.since), view.new_errors(view.since)
     assert not [url for url in view.missing if url.startswith("api/view")], \
         f"example pictures the workflow names are not in the input folder: {view.missing}"
@@ -92,7 +83,7 @@ def test_node_search_finds_every_pack_node_by_its_display_name(view, pack_nodes)
         editor.open_node_search(view)
         shown = editor.search_results(view, node["display_name"])[0]
         assert shown.startswith(node["display_name"]), f"searching {node['display_name']!r} shows {shown!r} first"
-        assert node["category"] in shown and node["category"] in PACK_CATEGORIES
+        assert node["category"] in shown and node["category"] in editor.PACK_CATEGORIES
         editor.add_first_search_result(view)
         assert page.evaluate("() => app.graph._nodes.map(n => n.type)") == [name]
     assert not view.new_errors(view.since), view.new_errors(view.since)
@@ -113,7 +104,7 @@ def test_run_button_generates_and_the_editor_shows_the_rgba_result(view, live_se
     assert shown.mode == "RGBA" and shown.size == (64, 64)
     alpha = np.asarray(shown.getchannel("A"))
     assert alpha.min() < alpha.max(), "the shown result has flat alpha"
-    assert not editor.problems(view, MODEL_INPUTS), editor.problems(view, MODEL_INPUTS)
+    assert not editor.problems(view, editor.MODEL_INPUTS), editor.problems(view, editor.MODEL_INPUTS)
     assert not view.new_errors(view.since), view.new_errors(view.since)
 
 

@@ -9,7 +9,6 @@ editor that test covers all of this, so this module stands down there. Screensho
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import hostenv
@@ -25,31 +24,26 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL_INPUTS = ["ckpt_name", "control_net_name", "predictor_name"]  # name the user's files, not choices
-PACK_CATEGORIES = {"layer_diffuse", "sketch_guidance"}
 WORKFLOW = REPO / "workflows" / "sd15_transparent.json"
 
 
-def test_editor_loads_with_the_pack_nodes_and_no_errors_of_its_own(chromium, live_server, tmp_path):
-    with urllib.request.urlopen(f"{live_server.url}/object_info", timeout=60) as response:
-        pack_nodes = {name: node for name, node in json.load(response).items()
-                      if node["python_module"].startswith("custom_nodes.")}
+def test_editor_loads_with_the_pack_nodes_and_no_errors_of_its_own(chromium, live_server, pack_nodes, tmp_path):
     baseline, _ = editor.plain_start_up_report(chromium, tmp_path)
     errors, types = editor.start_up_report(chromium, live_server.url)
     new_errors = [error for error in errors if error not in baseline]
     assert not new_errors, f"console errors with the pack that the plain editor does not show: {new_errors}"
     assert len(pack_nodes) == 14 and set(pack_nodes) <= set(types), set(pack_nodes) - set(types)
-    assert {types[n] for n in pack_nodes} == PACK_CATEGORIES
+    assert {types[n] for n in pack_nodes} == editor.PACK_CATEGORIES
 
 
 def test_a_shipped_workflow_opens_cleanly_from_the_template_browser(view):
     editor.load_template(view, WORKFLOW.stem)
     view.screenshot(f"smoke_{WORKFLOW.stem}")
-    report = editor.layout_report(view, MODEL_INPUTS)
+    report = editor.layout_report(view, editor.MODEL_INPUTS)
     assert sorted(report["types"]) == sorted(node["type"] for node in json.loads(WORKFLOW.read_text())["nodes"])
     assert not report["unknown"] and not report["invalid"] and not report["overlaps"], report
     assert not report["cramped"], report["cramped"]
-    assert not editor.problems(view, MODEL_INPUTS), editor.problems(view, MODEL_INPUTS)
+    assert not editor.problems(view, editor.MODEL_INPUTS), editor.problems(view, editor.MODEL_INPUTS)
     assert not view.new_errors(view.since), view.new_errors(view.since)
 
 

@@ -30,6 +30,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 PACK_FOLDER = "comfyui_layer_sketch"  # the pack's folder name in custom_nodes: the template browser's label
 OFFLINE_NOISE = re.compile(r"api\.comfy\.org|huggingface\.co|Content Security Policy")
 ARTIFACTS = hostenv.REPO / ".test-artifacts" / "editor"
+# Inputs of the pack's workflows that name the user's own files, not choices.
+MODEL_INPUTS = ["ckpt_name", "control_net_name", "predictor_name"]
+PACK_CATEGORIES = {"layer_diffuse", "sketch_guidance"}
 PACK_WORKFLOWS = sorted(path.stem for path in (hostenv.REPO / "workflows").glob("*.json"))
 
 
