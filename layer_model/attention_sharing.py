@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention_patches import join_frames, patch_options, replacement, split_frames
+
 RANK = 256
 CONTROL_CHANNELS = 256
 
@@ -34,7 +36,8 @@ SD15_ATTENTION_PATHS = [
     for blocks, index in SD15_BLOCKS for attn in ("attn1", "attn2")
 ]
 
-Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (q, k, v, heads, **host keywords: attn_precision, transformer_options) -> attention output
+Attention = Callable[..., torch.Tensor]
 # (the UNet's own linear layer, input) -> (weight, bias) ready for that input; hosts that offload
 # weights or patch them on the fly supply their own.
 WeightsOf = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -44,12 +47,12 @@ def plain_weights(linear: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return linear.weight.to(x), None if linear.bias is None else linear.bias.to(x)
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """[B, N, C] tensors -> [B, N, C], multi-head scaled dot-product attention."""
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **host_kwargs) -> torch.Tensor:
+    """[B, N, C] tensors -> [B, N, C], multi-head scaled dot-product attention (host keywords are ignored)."""
     b, n, c = q.shape
 
     def split(t: torch.Tensor) -> torch.Tensor:
-        return t.view(b, t.shape[1], heads, c // heads).transpose(1, 2)
+        return t.reshape(b, -1, heads, c // heads).transpose(1, 2)  # as the host: rows follow q
 
     out = F.scaled_dot_product_attention(split(q), split(k), split(v))
     return out.transpose(1, 2).reshape(b, n, c)
@@ -108,16 +111,24 @@ class SharingState:
 
 
 class AttentionSharingUnit(nn.Module):
-    """Replaces one attention module; returns what that module would have returned."""
+    """Replaces one attention module; returns what that module would have returned.
+
+    The host's attention patches on the unit's block are honoured (see `attention_patches`): a replace
+    patch gets the unit's q, k and v and its result goes through the unit's output projection.
+    """
 
     def __init__(self, original: nn.Module, frames: int, use_control: bool, state: SharingState,
-                 attention: Attention = sdpa_attention, weights_of: WeightsOf = plain_weights) -> None:
+                 attention: Attention = sdpa_attention, weights_of: WeightsOf = plain_weights,
+                 cross_attention: bool | None = None) -> None:
         super().__init__()
         self._original = [original]  # not a submodule: its weights belong to the UNet
         self._state, self._attention, self._weights_of = state, attention, weights_of
         self.frames, self.heads = frames, original.heads
         dim = original.to_q.in_features
         context_dim, inner = original.to_k.in_features, original.to_k.out_features
+        # attn2 of a transformer block attends to the prompt; attn1 to the image itself
+        self.cross_attention = context_dim != dim if cross_attention is None else cross_attention
+        self.kind = "attn2" if self.cross_attention else "attn1"
         self.to_q_lora = nn.ModuleList(LoRA(dim, inner) for _ in range(frames))
         self.to_k_lora = nn.ModuleList(LoRA(context_dim, inner) for _ in range(frames))
         self.to_v_lora = nn.ModuleList(LoRA(context_dim, inner) for _ in range(frames))
@@ -133,6 +144,7 @@ class AttentionSharingUnit(nn.Module):
                           nn.Conv2d(CONTROL_CHANNELS, inner, 1))
             for _ in range(frames)
         ) if use_control else None
+        self._control_cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def original(self) -> nn.Module:
@@ -150,32 +162,87 @@ class AttentionSharingUnit(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 **host_kwargs) -> torch.Tensor:
         """Same signature as the host's attention; keywords it adds (transformer_options, ...) pass through."""
-        state = self._state
         options = host_kwargs.get("transformer_options") or {}
-        if not state.active(options):
-            return self.original(x, context=context, value=value, **host_kwargs)
-        if x.shape[0] % self.frames:
+        replace = replacement(options, self.kind)
+        if not self.active(options):
+            if replace is None:
+                return self.original(x, context=context, value=value, **host_kwargs)
+            return self._replaced_original(x, context, value, replace, options)
+        tiles = self._tiles(x, options)
+        framed = split_frames(x, self.frames, tiles)  # [frames, rows, tokens, c]
+        keys, values = self._sources(x, context, value, options)
+        q = join_frames(self._project(framed, self.original.to_q, self.to_q_lora), tiles)
+        k = self._project_rows(keys, self.original.to_k, self.to_k_lora, options)
+        v = self._project_rows(values, self.original.to_v, self.to_v_lora, options)
+        if replace is None:
+            attended = self._attention(q, k, v, self.heads, attn_precision=self._precision, transformer_options=options)
+        else:
+            attended = replace(q, k, v, self._patch_options(options))
+        out = self._project(split_frames(attended, self.frames, tiles), self.original.to_out[0], self.to_out_lora)
+        hidden = framed + self.original.to_out[1](out)
+        hidden = hidden + self._state.weight * self._temporal(hidden)
+        return join_frames(hidden, tiles) - x
+
+    def active(self, options: dict) -> bool:
+        return self._state.active(options)
+
+    @property
+    def _precision(self):
+        return getattr(self.original, "attn_precision", None)
+
+    def _patch_options(self, options: dict) -> dict:
+        return patch_options(options, self.heads, self.original.to_q.out_features // self.heads, self._precision)
+
+    def _replaced_original(self, x: torch.Tensor, context: torch.Tensor | None, value: torch.Tensor | None,
+                           replace: Callable, options: dict) -> torch.Tensor:
+        """What the host's block computes for a replaced attention: the UNet's projections around the patch."""
+        context = x if context is None else context
+        value = context if value is None else value
+        original = self.original
+        q, k, v = original.to_q(x), original.to_k(context), original.to_v(value)
+        return original.to_out(replace(q, k, v, self._patch_options(options)))
+
+    def _tiles(self, t: torch.Tensor, options: dict) -> int:
+        """How many rows each sample's tokens are split into (1 unless a patch tiled them)."""
+        shape = options.get("original_shape")
+        batch = shape[0] if shape else t.shape[0]
+        if batch % self.frames or t.shape[0] % batch:
             chunks = len(options.get("cond_or_uncond") or [0])
-            raise ValueError(f"The batch size is {x.shape[0] // chunks}, which is not a multiple of the {self.frames} "
+            raise ValueError(f"The batch size is {batch // chunks}, which is not a multiple of the {self.frames} "
                              f"layers this LayerDiffusion mode generates together. Set the latent's batch_size to "
                              f"{self.frames}, {2 * self.frames}, ...")
-        framed = x.unflatten(0, (-1, self.frames)).transpose(0, 1)  # [frames, b, tokens, c]
-        if self.control_convs is not None:
-            framed = framed + state.weight * self._control(framed)
-        mark = state.uncond_mark(options, x.shape[0])
-        attended = torch.stack([self._frame_attention(framed[f], f, context, mark) for f in range(self.frames)])
-        hidden = (framed + attended).transpose(0, 1).flatten(0, 1)  # back to [(b f), tokens, c]
-        hidden = hidden + state.weight * self._temporal(hidden)
-        return hidden - x
+        return t.shape[0] // batch
 
-    def _control(self, framed: torch.Tensor) -> torch.Tensor:
-        tokens = framed.shape[2]
-        signal = self._state.control_like(tokens, framed)
-        if signal is None:
-            raise ValueError("The condition image does not match the size being generated: it must be exactly "
-                             "the generated image's size (8x the latent's). Resize it (Upscale Image) or change "
-                             "the latent size.")
-        return torch.stack([_apply(conv, signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
+    def _sources(self, x: torch.Tensor, context: torch.Tensor | None, value: torch.Tensor | None,
+                 options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs of the key and value projections, in the batch's own row order."""
+        if not self.cross_attention:  # self-attention, or what an attention patch put in its place
+            keys = x if context is None else context
+            return keys, keys if value is None else value
+        keys = self._with_frame_prompts(context, options)
+        return keys, keys if value is None or value is context else value
+
+    def _with_frame_prompts(self, context: torch.Tensor, options: dict) -> torch.Tensor:
+        """The prompt with each layer's own prompt in its conditional rows, where one was given."""
+        per_frame = self._state.context_per_frame
+        mark = self._state.uncond_mark(options, context.shape[0])
+        if mark is None or all(p is None for p in per_frame):
+            return context
+        tiles = self._tiles(context, options)
+        framed = split_frames(context, self.frames, tiles)
+        keep = split_frames(mark, self.frames, tiles).to(context)[..., None, None]
+        prompted = [framed[f] if f >= len(per_frame) or per_frame[f] is None else
+                    _match_tokens(per_frame[f].to(context), framed.shape[2]) * (1.0 - keep[f]) + framed[f] * keep[f]
+                    for f in range(self.frames)]
+        return join_frames(torch.stack(prompted), tiles)
+
+    def _project_rows(self, rows: torch.Tensor, linear: nn.Module, loras: nn.ModuleList, options: dict) -> torch.Tensor:
+        """Each row through its own frame's projection, back in the batch's row order."""
+        tiles = self._tiles(rows, options)
+        return join_frames(self._project(split_frames(rows, self.frames, tiles), linear, loras), tiles)
+
+    def _project(self, framed: torch.Tensor, linear: nn.Module, loras: nn.ModuleList) -> torch.Tensor:
+        return torch.stack([self._projection(framed[f], linear, loras[f]) for f in range(self.frames)])
 
     def _projection(self, x: torch.Tensor, linear: nn.Module, lora: LoRA) -> torch.Tensor:
         """`linear` with this frame's LoRA added, computed whichever way costs fewer multiplications."""
@@ -187,35 +254,35 @@ class AttentionSharingUnit(nn.Module):
             return F.linear(x, weight, bias) + scale * low_rank
         return F.linear(x, weight + scale * lora.delta().to(x), bias)
 
-    def _frame_attention(self, hidden: torch.Tensor, f: int, context: torch.Tensor | None,
-                         uncond_mark: torch.Tensor | None) -> torch.Tensor:
-        if context is None:
-            frame_context = hidden
-        else:
-            frame_context = context.unflatten(0, (-1, self.frames))[:, f]
-            per_frame = self._state.context_per_frame
-            overwrite = per_frame[f] if f < len(per_frame) else None
-            if overwrite is not None and uncond_mark is not None:
-                keep = uncond_mark.unflatten(0, (-1, self.frames))[:, f].to(hidden)[:, None, None]
-                overwrite = _match_tokens(overwrite.to(hidden), frame_context.shape[1])
-                frame_context = overwrite * (1.0 - keep) + frame_context * keep
-        original = self.original
-        q = self._projection(hidden, original.to_q, self.to_q_lora[f])
-        k = self._projection(frame_context, original.to_k, self.to_k_lora[f])
-        v = self._projection(frame_context, original.to_v, self.to_v_lora[f])
-        out = self._projection(self._attention(q, k, v, self.heads), original.to_out[0], self.to_out_lora[f])
-        return original.to_out[1](out)
+    def control_term(self, tokens: int, like: torch.Tensor) -> torch.Tensor | None:
+        """weight * this unit's control signal at `tokens` tokens, [frames, b, tokens, c] (None without control).
 
-    def _temporal(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = _apply(self.temporal_i, _apply(self.temporal_n, hidden))
-        tokens = x.shape[1]
-        x = x.unflatten(0, (-1, self.frames)).transpose(1, 2).flatten(0, 1)  # [(b tokens), frames, c]
+        It does not depend on the hidden states, so it is computed once per size, device and dtype.
+        """
+        if self.control_convs is None:
+            return None
+        key = (tokens, like.device, like.dtype, self._state.weight)
+        if key not in self._control_cache:
+            signal = self._state.control_like(tokens, like)
+            if signal is None:
+                raise ValueError("The condition image does not match the size being generated: it must be "
+                                 "exactly the generated image's size (8x the latent's). Resize it (Upscale Image) "
+                                 "or change the latent size.")
+            with torch.no_grad():
+                term = torch.stack([_apply(conv, signal).flatten(2).transpose(1, 2) for conv in self.control_convs])
+            self._control_cache[key] = self._state.weight * term
+        return self._control_cache[key]
+
+    def _temporal(self, framed: torch.Tensor) -> torch.Tensor:
+        """Every token attends across the frames: [frames, rows, tokens, c] -> the same."""
+        x = _apply(self.temporal_i, _apply(self.temporal_n, framed))
+        across = x.permute(1, 2, 0, 3).flatten(0, 1)  # [(rows tokens), frames, c]
         if self.frames == 1:  # attending over a single frame returns its value exactly: skip q and k
-            x = _apply(self.temporal_o, _apply(self.temporal_v, x))
+            across = _apply(self.temporal_o, _apply(self.temporal_v, across))
         else:
-            q, k, v = (_apply(layer, x) for layer in (self.temporal_q, self.temporal_k, self.temporal_v))
-            x = _apply(self.temporal_o, self._attention(q, k, v, self.heads))
-        return x.unflatten(0, (-1, tokens)).transpose(1, 2).flatten(0, 1)
+            q, k, v = (_apply(layer, across) for layer in (self.temporal_q, self.temporal_k, self.temporal_v))
+            across = _apply(self.temporal_o, self._attention(q, k, v, self.heads))
+        return across.unflatten(0, framed.shape[1:3]).permute(2, 0, 1, 3)
 
 
 def _match_tokens(context: torch.Tensor, tokens: int) -> torch.Tensor:

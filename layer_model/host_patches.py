@@ -19,6 +19,7 @@ import torch
 from comfy.weight_adapter import LoRAAdapter
 
 from . import host, weights
+from .attention_patches import ControlPatches, block_key, route_patches
 from .attention_sharing import AttentionSharingLayers, AttentionSharingUnit, SharingState, attention_paths
 from .modes import LayerMode
 from .unet_patches import CONV_IN, GatedDelta, SigmaGate, WeightDelta, concat_channels, parse_unet_patches
@@ -134,8 +135,9 @@ def with_condition_latents(conditioning, model: ModelPatcher, latents: Sequence[
     return out
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    return host_attention.optimized_attention(q, k, v, heads)
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **host_kwargs) -> torch.Tensor:
+    """The host's attention; `transformer_options` lets an attention override of another pack apply."""
+    return host_attention.optimized_attention(q, k, v, heads, **host_kwargs)
 
 
 def _host_weights(linear: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -196,10 +198,31 @@ def apply_attention_sharing(model: ModelPatcher, mode: LayerMode, strength: floa
     patched = model.clone()
     for unit_path, unit in zip(paths, layers.units, strict=True):
         patched.add_object_patch(unit_path, unit)
+    by_block = {(unit.kind, block_key(unit_path)): unit for unit_path, unit in zip(paths, layers.units, strict=True)}
+    _route_attention_patches(patched, ControlPatches(by_block) if mode.use_control else None)
     # The units join the UNet when the host patches it in, and move with it; count them in the size the
     # host plans memory with (it is otherwise copied from the base model).
     patched.size = model.model_size() + sum(_own_parameter_bytes(unit) for unit in layers.units)
     return patched
+
+
+ROUTE_KEY = "layer_sketch_attention_sharing"
+
+
+def _route_attention_patches(patched: ModelPatcher, control: ControlPatches | None) -> None:
+    """Every UNet call of the clone sees other packs' attention patches as the units need them.
+
+    A clone of a clone with units replaces them, so an earlier clone's routing is dropped.
+    """
+    def route(executor, *args, **kwargs):
+        if len(args) > 5:  # (x, t, c_concat, c_crossattn, control, transformer_options, ...)
+            args = (*args[:5], route_patches(args[5], control), *args[6:])
+        else:
+            kwargs["transformer_options"] = route_patches(kwargs.get("transformer_options", {}), control)
+        return executor(*args, **kwargs)
+
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, ROUTE_KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, ROUTE_KEY, route)
 
 
 def _own_parameter_bytes(unit: AttentionSharingUnit) -> int:

@@ -110,6 +110,7 @@ CONTRACT: tuple[Use, ...] = (
     patcher("add_patches", "(patches, strength)", LP),
     patcher("add_object_patch", "(module_path, module)", LP),
     patcher("add_wrapper_with_key", "(wrapper_type, key, wrapper)", f"{LP}, {SH}"),
+    patcher("remove_wrappers_with_key", "(wrapper_type, key)", LP),
     patcher("get_model_object", "(name)", f"{LP}, {SH}"),
     patcher("set_model_sampler_post_cfg_function", "(function)", SH),
     patcher("set_additional_models", "(key, models)", SH),
@@ -153,7 +154,14 @@ CONTRACT: tuple[Use, ...] = (
     # _host_weights: host cast layers go through cast_bias_weight, plain ones are read directly.
     Use(f"{ATTN}.to_q.weight_function", where=LP, alternatives=(Use(f"{ATTN}.to_q.weight", where=LP),)),
     Use("comfy.ops.cast_bias_weight", "(linear, x)", LP),
-    Use("comfy.ldm.modules.attention.optimized_attention", "(q, k, v, heads)", LP),
+    Use("comfy.ldm.modules.attention.optimized_attention", "(q, k, v, heads, attn_precision=, transformer_options=)",
+        LP),
+    # The transformer block's attention patches, which the units take over (layer_model/attention_patches.py):
+    # the keys it reads, the options it hands the patches, and how it calls a replaced attention.
+    Use("comfy.ldm.modules.attention.BasicTransformerBlock.forward", where="layer_model/attention_patches.py",
+        mentions=("patches_replace", "attn1_patch", "attn2_patch", "attn1_output_patch", "attn2_output_patch",
+                  "block_index", "n_heads", "dim_head", "attn_precision", "to_q", "to_out")),
+    Use(f"{ATTN}.attn_precision", where="layer_model/attention_sharing.py"),
     # Weight patches: a LoRA adapter or a "diff" with pad_weight (the wider conv_in).
     Use("comfy.weight_adapter.LoRAAdapter", "(loaded_keys, weights)", LP),
     Use("comfy.lora.calculate_weight", where=LP, mentions=("diff", "pad_weight")),

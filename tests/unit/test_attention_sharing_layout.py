@@ -12,7 +12,7 @@ from comfyui_layer_sketch.layer_model.attention_sharing import (
     AttentionSharingLayers,
     SharingState,
 )
-from torch import nn
+from support.attention_layout import FakeAttention
 
 MANIFEST = Path(__file__).resolve().parent.parent / "data" / "sd15_attention_sharing.txt"
 SD15_DIMS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
@@ -29,26 +29,6 @@ def _manifests() -> dict[str, tuple[dict[str, tuple[int, ...]], int]]:
             key, shape = line.split(" ", 1)
             current[0][key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
     return sections
-
-
-class FakeAttention(nn.Module):
-    """The host's CrossAttention layout: to_q/to_k/to_v without bias, to_out = [Linear, Dropout]."""
-
-    def __init__(self, dim: int, context_dim: int, heads: int = 8) -> None:
-        super().__init__()
-        self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(context_dim, dim, bias=False)
-        self.to_v = nn.Linear(context_dim, dim, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
-
-    def forward(self, x, context=None, value=None, transformer_options=None):
-        context = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context if value is None else value)
-        b, n, c = q.shape
-        heads = [t.view(b, t.shape[1], self.heads, c // self.heads).transpose(1, 2) for t in (q, k, v)]
-        out = torch.nn.functional.scaled_dot_product_attention(*heads)
-        return self.to_out[1](self.to_out[0](out.transpose(1, 2).reshape(b, n, c)))
 
 
 def sd15_attention_modules() -> list[FakeAttention]:
@@ -101,10 +81,10 @@ def test_single_frame_shortcut_equals_attention_over_one_frame():
     unit = layers.units[0]
     x = torch.randn(2, 10, 64)
     fast = unit(x, transformer_options={})
-    unit.frames = 2  # the general path, on a batch of 2 "frames" that are the same sample
+    unit.frames = 2  # the general path, on 2 "frames" that are the same sample: [frames, rows, tokens, c]
     with torch.no_grad():
-        hidden = unit._temporal(torch.cat([x[:1], x[:1]]))
+        hidden = unit._temporal(torch.stack([x[:1], x[:1]]))
     unit.frames = 1
-    single = unit._temporal(x[:1])
-    torch.testing.assert_close(single, hidden[:1], atol=1e-5, rtol=1e-5)
+    single = unit._temporal(x[None, :1])
+    torch.testing.assert_close(single[0], hidden[0], atol=1e-5, rtol=1e-5)
     assert fast.shape == x.shape

@@ -1,0 +1,66 @@
+"""The SD1.5 LayerDiffusion modes on a small host model, applied as the nodes apply them, and a sampler call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.sample
+import comfy.supported_models
+import torch
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+
+from . import layer_files
+
+SD15_MODES = ("transparent", "joint", "fg2bg")
+_FILES = {"transparent": ("layer_sd15_transparent_attn.safetensors", 1, False),
+          "joint": ("layer_sd15_joint.safetensors", 3, False),
+          "fg2bg": ("layer_sd15_fg2bg.safetensors", 2, True)}
+
+
+def frames_of(mode: str) -> int:
+    return _FILES[mode][1]
+
+
+def install_mode_files(folder: Path, model) -> None:
+    """Random weight files for every SD1.5 mode, built for `model`'s own attention modules."""
+    for name, frames, control in _FILES.values():
+        if not (folder / name).exists():
+            layer_files.save(layer_files.attention_sharing(model, frames, control), folder / name)
+
+
+def _prompt(seed: int, width: int = 768):
+    return [[torch.randn(1, 77, width, generator=torch.Generator().manual_seed(seed)), {}]]
+
+
+def apply_mode(model, mode: str, weight: float = 1.0, start: float = 0.0, end: float = 1.0):
+    """`mode` applied through its node: the joint mode with its own prompts, fg2bg with a condition image."""
+    if mode == "transparent":
+        return NODE_CLASS_MAPPINGS["LayerDiffuseApply"]().apply(model, "auto", weight, start, end)[0]
+    if mode == "joint":
+        return NODE_CLASS_MAPPINGS["LayerDiffuseJointApply"]().apply(
+            model, weight, foreground_prompt=_prompt(11), blended_prompt=_prompt(12), start_percent=start,
+            end_percent=end)[0]
+    foreground = torch.rand(1, 64, 64, 4, generator=torch.Generator().manual_seed(2))
+    return NODE_CLASS_MAPPINGS["LayerDiffuseCondJointApply"]().apply(
+        model, foreground, "SD1.5 foreground to background + blended", weight, start_percent=start,
+        end_percent=end)[0]
+
+
+def conds(model):
+    generator = torch.Generator().manual_seed(5)
+    if isinstance(model.model.model_config, comfy.supported_models.SDXL):
+        extra = {"pooled_output": torch.randn(1, 1280, generator=generator)}
+        return ([[torch.randn(1, 77, 2048, generator=generator), extra]],
+                [[torch.zeros(1, 77, 2048), {"pooled_output": torch.zeros(1, 1280)}]])
+    return [[torch.randn(1, 77, 768, generator=generator), {}]], [[torch.zeros(1, 77, 768), {}]]
+
+
+def sample(model, batch: int = 1, steps: int = 3, sampler: str = "euler", scheduler: str = "normal",
+           seed: int = 1, size: int = 8) -> torch.Tensor:
+    """A 3-step, cfg-5 sampling of a `size`x`size` latent; the global RNG is seeded for patches that use it."""
+    latent = torch.zeros(batch, 4, size, size)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    positive, negative = conds(model)
+    torch.manual_seed(seed)
+    return comfy.sample.sample(model, noise, steps, 5.0, sampler, scheduler, positive, negative, latent,
+                               seed=seed, disable_pbar=True)
