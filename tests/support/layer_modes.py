@@ -32,15 +32,26 @@ def _prompt(seed: int, width: int = 768):
     return [[torch.randn(1, 77, width, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
-def apply_mode(model, mode: str, weight: float = 1.0, start: float = 0.0, end: float = 1.0):
-    """`mode` applied through its node: the joint mode with its own prompts, fg2bg with a condition image."""
+SDXL_MODES = ("SDXL transparent (attention injection)", "SDXL transparent (conv injection)")
+
+
+def install_sdxl_files(folder: Path, model) -> None:
+    layer_files.save(layer_files.sdxl_attention_lora(model), folder / "layer_xl_transparent_attn.safetensors")
+    layer_files.save(layer_files.sdxl_conv_diff(model), folder / "layer_xl_transparent_conv.safetensors")
+
+
+def apply_mode(model, mode: str, weight: float = 1.0, start: float = 0.0, end: float = 1.0, size: int = 8):
+    """`mode` applied through its node: the joint mode with its own prompts, fg2bg with a condition image
+    for a `size`x`size` latent; an SDXL mode by its name."""
+    if mode in SDXL_MODES:
+        return NODE_CLASS_MAPPINGS["LayerDiffuseApply"]().apply(model, mode, weight, start, end)[0]
     if mode == "transparent":
         return NODE_CLASS_MAPPINGS["LayerDiffuseApply"]().apply(model, "auto", weight, start, end)[0]
     if mode == "joint":
         return NODE_CLASS_MAPPINGS["LayerDiffuseJointApply"]().apply(
             model, weight, foreground_prompt=_prompt(11), blended_prompt=_prompt(12), start_percent=start,
             end_percent=end)[0]
-    foreground = torch.rand(1, 64, 64, 4, generator=torch.Generator().manual_seed(2))
+    foreground = torch.rand(1, 8 * size, 8 * size, 4, generator=torch.Generator().manual_seed(2))
     return NODE_CLASS_MAPPINGS["LayerDiffuseCondJointApply"]().apply(
         model, foreground, "SD1.5 foreground to background + blended", weight, start_percent=start,
         end_percent=end)[0]
