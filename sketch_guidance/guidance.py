@@ -59,9 +59,14 @@ class GuidanceState:
     grad: torch.Tensor | None = None  # [B, C, h, w], zeros for samples with no conditional rows
     losses: list[float] = field(default_factory=list)  # per guided step, the batch mean (for reports)
     resized: bool = False  # the sketch did not match the latent grid (said once)
+    stepped: float | None = None  # the sigma whose step has taken its gradient
 
     def active(self, sigma: float) -> bool:
-        return self.strength > 0 and sigma >= self.sigma_end
+        """Whether a model call at `sigma` is guided: in range, and not an extra call made after this
+        sigma's step took its gradient (other packs' post-CFG functions, such as PAG's, call the model
+        again at the same sigma)."""
+        stepped = self.stepped is not None and math.isclose(self.stepped, sigma, rel_tol=1e-6)
+        return self.strength > 0 and sigma >= self.sigma_end and not stepped
 
     def add_gradient(self, sigma: float, samples: torch.Tensor, grad: torch.Tensor, batch: int) -> None:
         """Accumulate `grad` rows for `samples` (indices into the batch) at this sigma."""
@@ -73,7 +78,7 @@ class GuidanceState:
 
     def take_gradient(self, sigma: float, like: torch.Tensor) -> torch.Tensor | None:
         """The gradient recorded at this sigma for a batch shaped like `like`, once."""
-        grad, self.grad = self.grad, None
+        grad, self.grad, self.stepped = self.grad, None, sigma
         if grad is None or self.sigma is None or not math.isclose(self.sigma, sigma, rel_tol=1e-6):
             return None
         if grad.shape != like.shape:
@@ -141,3 +146,28 @@ def normal_tensor_views(module: nn.Module) -> Iterator[int]:
     finally:
         for owner, kind, name, original in reversed(swapped):
             (owner._parameters if kind == "param" else owner._buffers)[name] = original
+
+
+class InferenceTensorsAsNormal(torch.overrides.TorchFunctionMode):
+    """Within the mode, torch functions see every inference tensor they are given as a normal tensor on the
+    same memory, so autograd may save it for the backward pass.
+
+    Other packs keep tensors they made under the host's inference mode in their patches (IP-Adapter's image
+    embeddings and masks, attention weights); the guided UNet call runs them with gradients on, where
+    autograd would refuse to save them. Nothing is copied and the packs' objects are not touched.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*_as_normal(args), **_as_normal(kwargs or {}))
+
+
+def _as_normal(value):
+    if isinstance(value, torch.Tensor):
+        if type(value) in (torch.Tensor, nn.Parameter) and value.is_inference():
+            return _normal_view(value)
+        return value
+    if type(value) in (list, tuple):
+        return type(value)(_as_normal(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_normal(v) for k, v in value.items()}
+    return value

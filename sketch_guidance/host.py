@@ -24,6 +24,7 @@ from . import edges
 from .features import Layer, capture, feature_channels
 from .guidance import (
     GuidanceState,
+    InferenceTensorsAsNormal,
     check_strength,
     edge_loss,
     guided_denoised,
@@ -119,7 +120,12 @@ def apply_guidance(model: ModelPatcher, predictor: ModelPatcher, target: torch.T
     state = GuidanceState(strength, sigma_end=float(sampling.percent_to_sigma(end_percent)))
     guided_call = partial(_guided_apply_model, state, model.model.diffusion_model, predictor, target.detach())
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, guided_call)
-    patched.set_model_sampler_post_cfg_function(partial(_guidance_step, state))
+    step = partial(_guidance_step, state)
+    patched.set_model_sampler_post_cfg_function(step)
+    # First among the post-CFG functions: the step takes its gradient before others (PAG, SAG) call the model
+    # again at the same sigma, and those calls are not guided (they would add a second gradient).
+    others = [f for f in patched.model_options["sampler_post_cfg_function"] if f is not step]
+    patched.model_options["sampler_post_cfg_function"] = [step, *others]
     patched.set_additional_models(WRAPPER_KEY, [predictor])  # loaded and offloaded with the UNet
     return patched
 
@@ -157,7 +163,7 @@ def _guided_apply_model(state: GuidanceState, unet: torch.nn.Module, predictor: 
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     layers: tuple[Layer, ...] = predictor.model.info.layers
     with torch.inference_mode(False), torch.enable_grad(), normal_tensor_views(unet), \
-            normal_tensor_views(predictor.model):
+            normal_tensor_views(predictor.model), InferenceTensorsAsNormal():
         rows, chunk = _conditional_rows(transformer_options, x.shape[0])  # made here: autograd saves indices
         samples = rows % chunk
         # Tensors the host made under inference mode may not be saved for backward: use normal copies.

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import folder_paths
 import pytest
+import torch
 from comfyui_layer_sketch.layer_model import weights
-from support import fixtures
+from comfyui_layer_sketch.sketch_guidance import host as sketch_host
+from comfyui_layer_sketch.sketch_guidance.dataset import ImageFolder
+from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor
+from support import fixtures, sketches
+from support.host_models import NARROW_SD15_UNET, random_model, small_vae
 
 
 @pytest.fixture
@@ -35,8 +40,6 @@ def sd15_codecs(layer_folder, fixture_cache) -> Path:
 @pytest.fixture
 def predictor_folder(tmp_path) -> Path:
     """An empty edge_predictor folder first in the host's search list (where trained predictors are saved)."""
-    from comfyui_layer_sketch.sketch_guidance import host as sketch_host
-
     folder = tmp_path / "edge_predictor"
     folder.mkdir()
     paths, extensions = folder_paths.folder_names_and_paths[sketch_host.FOLDER_NAME]
@@ -44,3 +47,42 @@ def predictor_folder(tmp_path) -> Path:
     folder_paths.add_model_folder_path(sketch_host.FOLDER_NAME, str(folder), is_default=True)
     yield folder
     folder_paths.folder_names_and_paths[sketch_host.FOLDER_NAME] = (saved, extensions)
+
+
+# --- Sketch guidance: the narrow SD1.5 UNet, a CLIP, and a predictor trained for it (shared by the test files) ---
+
+@pytest.fixture(scope="session")
+def narrow():
+    with torch.inference_mode():
+        return random_model("SD15", NARROW_SD15_UNET), small_vae()
+
+
+@pytest.fixture(scope="session")
+def clip(fixture_cache):
+    return sketches.checkpoint_clip(fixture_cache)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, narrow, clip):
+    """A predictor trained on 24 synthetic images (shapes with known edges) for the narrow SD1.5 UNet."""
+    model, vae = narrow
+    folder = sketches.write_image_folder(tmp_path_factory.mktemp("shapes"), 24)
+    output = str(tmp_path_factory.mktemp("predictor") / "shapes.safetensors")
+    with torch.inference_mode(False):
+        source = sketch_host.HostFeatureSource(model, vae, clip, "paper")
+        config = TrainConfig(steps=sketches.TRAIN_STEPS, batch_size=4, learning_rate=1e-3, pixels_per_image=0,
+                             save_every=50)
+        report = train_predictor(source, ImageFolder(str(folder), 64), config, output)
+    return output, report
+
+
+@pytest.fixture
+def lora_folder(tmp_path) -> Path:
+    """An empty `loras` folder first in the host's search list, for LoraLoader."""
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    paths, extensions = folder_paths.folder_names_and_paths["loras"]
+    saved = list(paths)
+    folder_paths.add_model_folder_path("loras", str(folder), is_default=True)
+    yield folder
+    folder_paths.folder_names_and_paths["loras"] = (saved, extensions)

@@ -113,6 +113,9 @@ CONTRACT: tuple[Use, ...] = (
     patcher("remove_wrappers_with_key", "(wrapper_type, key)", LP),
     patcher("get_model_object", "(name)", f"{LP}, {SH}"),
     patcher("set_model_sampler_post_cfg_function", "(function)", SH),
+    # apply_guidance moves its post-CFG function to the front of the clone's list, which the sampler runs in order
+    Use("comfy.model_patcher.set_model_options_post_cfg_function", where=SH, mentions=("sampler_post_cfg_function",)),
+    Use("comfy.samplers.sampling_function", where=SH, mentions=("sampler_post_cfg_function",)),
     patcher("set_additional_models", "(key, models)", SH),
     # The pack sets `patched.size`; the host must still plan memory with it.
     Use("comfy.model_patcher.ModelPatcher.model_size", "()", LP, mentions=("size",), subclasses=True),

@@ -6,7 +6,6 @@ path is tested against inference-tensor weights.
 
 from __future__ import annotations
 
-import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
 import comfy.supported_models
@@ -32,41 +31,13 @@ from support.host_models import (
     NARROW_SDXL_UNET,
     SD15_FULL_UNET,
     SDXL_FULL_UNET,
+    patcher_of,
     random_model,
     small_vae,
 )
 
 Apply = NODE_CLASS_MAPPINGS["SketchGuidanceApply"]
-TRAIN_STEPS = 150
-
-
-@pytest.fixture(scope="module")
-def narrow():
-    with torch.inference_mode():
-        return random_model("SD15", NARROW_SD15_UNET), small_vae()
-
-
-@pytest.fixture(scope="module")
-def clip(fixture_cache):
-    return sketches.checkpoint_clip(fixture_cache)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, narrow, clip):
-    """A predictor trained on 24 synthetic images (shapes with known edges) for the narrow SD1.5 UNet."""
-    model, vae = narrow
-    folder = sketches.write_image_folder(tmp_path_factory.mktemp("shapes"), 24)
-    output = str(tmp_path_factory.mktemp("predictor") / "shapes.safetensors")
-    with torch.inference_mode(False):
-        source = sketch_host.HostFeatureSource(model, vae, clip, "paper")
-        config = TrainConfig(steps=TRAIN_STEPS, batch_size=4, learning_rate=1e-3, pixels_per_image=0, save_every=50)
-        report = train_predictor(source, ImageFolder(str(folder), 64), config, output)
-    return output, report
-
-
-def _patcher(predictor: EdgePredictor):
-    return sketch_host.ModelPatcher(predictor, load_device=mm.get_torch_device(),
-                                    offload_device=mm.unet_offload_device())
+TRAIN_STEPS = sketches.TRAIN_STEPS
 
 
 def test_layer_sets_read_the_channel_counts_of_the_real_sd15_layout():
@@ -133,7 +104,7 @@ def _prompts(clip):
 def test_guidance_off_is_the_unpatched_model_and_guidance_leaves_the_base_alone(narrow, clip, trained):
     model, vae = narrow
     positive, negative = _prompts(clip)
-    predictor = _patcher(load_predictor(trained[0]))
+    predictor = patcher_of(load_predictor(trained[0]))
     with torch.inference_mode():
         (off,) = Apply().apply(model, vae, predictor, sketches.drawn_sketch(1), 0.0, 0.5)
         (on,) = Apply().apply(model, vae, predictor, sketches.drawn_sketch(1), 1.6, 0.5)
@@ -159,7 +130,7 @@ def test_guidance_lowers_the_predicted_edge_loss_at_the_end_of_the_guided_range(
     end = int((sigmas >= sampling.percent_to_sigma(0.5)).sum())  # the first step after the guided range
     with torch.inference_mode():
         target = sketch_host.sketch_target(vae, model, sketches.drawn_sketch(7))
-        guided_model = sketch_host.apply_guidance(model, _patcher(predictor), target, 4.0, 0.5)
+        guided_model = sketch_host.apply_guidance(model, patcher_of(predictor), target, 4.0, 0.5)
         losses = {}
         for name, sampled_model in (("plain", model), ("guided", guided_model)):
             for seed in seeds:
@@ -180,7 +151,8 @@ def test_guidance_composes_with_layer_diffusion_attention_sharing(tmp_path, laye
                      layer_folder / "layer_sd15_transparent_attn.safetensors")
     with torch.inference_mode():
         (layered,) = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]().apply(model, "auto", 1.0)
-        (both,) = Apply().apply(layered, vae, _patcher(load_predictor(trained[0])), sketches.drawn_sketch(2), 1.6, 0.5)
+        predictor = patcher_of(load_predictor(trained[0]))
+        (both,) = Apply().apply(layered, vae, predictor, sketches.drawn_sketch(2), 1.6, 0.5)
         only_layers = _sample(layered, positive, negative, seed=1, steps=4)
         combined = _sample(both, positive, negative, seed=1, steps=4)
     assert torch.isfinite(combined).all() and (combined - only_layers).abs().max() > 1e-3
@@ -195,11 +167,11 @@ def test_bad_inputs_are_refused_before_sampling(narrow, trained):
         (PredictorInfo("SD15", "paper", info.layers, 9280), "9280 feature channels"),
     ):
         with pytest.raises(PredictorFileError, match=message), torch.inference_mode():
-            Apply().apply(model, vae, _patcher(EdgePredictor(wrong)), sketches.drawn_sketch(1), 1.6, 0.5)
+            Apply().apply(model, vae, patcher_of(EdgePredictor(wrong)), sketches.drawn_sketch(1), 1.6, 0.5)
     with pytest.raises(BlankSketchError, match="blank"), torch.inference_mode():
-        Apply().apply(model, vae, _patcher(predictor), torch.ones(1, 64, 64, 3), 1.6, 0.5)
+        Apply().apply(model, vae, patcher_of(predictor), torch.ones(1, 64, 64, 3), 1.6, 0.5)
     with pytest.raises(ValueError, match="out of range"), torch.inference_mode():
-        Apply().apply(model, vae, _patcher(predictor), sketches.drawn_sketch(1), 11.0, 0.5)
+        Apply().apply(model, vae, patcher_of(predictor), sketches.drawn_sketch(1), 11.0, 0.5)
 
 
 def test_sketch_of_another_shape_is_resized_and_said(narrow, clip, trained, caplog):
@@ -207,7 +179,7 @@ def test_sketch_of_another_shape_is_resized_and_said(narrow, clip, trained, capl
     positive, negative = _prompts(clip)
     wide = torch.nn.functional.interpolate(sketches.drawn_sketch(3).movedim(-1, 1), size=(64, 128)).movedim(1, -1)
     with torch.inference_mode():
-        (guided,) = Apply().apply(model, vae, _patcher(load_predictor(trained[0])), wide, 1.6, 0.5)
+        (guided,) = Apply().apply(model, vae, patcher_of(load_predictor(trained[0])), wide, 1.6, 0.5)
         result = _sample(guided, positive, negative, seed=0, steps=4)
     assert torch.isfinite(result).all()
     assert "does not match the image being generated" in caplog.text
@@ -247,7 +219,7 @@ def test_guidance_on_an_sdxl_shaped_unet(fixture_cache):
     unet = model.model.diffusion_model
     channels = feature_channels(unet, LAYER_SETS["paper"])
     assert channels == 8320 // 5  # SDXL's 320/640/1280 widths at a fifth
-    predictor = _patcher(EdgePredictor(PredictorInfo("SDXL", "paper", LAYER_SETS["paper"], channels)).eval())
+    predictor = patcher_of(EdgePredictor(PredictorInfo("SDXL", "paper", LAYER_SETS["paper"], channels)).eval())
     pooled = {"pooled_output": torch.zeros(1, 1280)}
     positive = [[torch.randn(1, 77, 2048, generator=torch.Generator().manual_seed(0)), pooled]]
     negative = [[torch.zeros(1, 77, 2048), pooled]]

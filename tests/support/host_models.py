@@ -91,3 +91,9 @@ def small_vae(seed: int = 0) -> comfy.sd.VAE:
         autoencoder.quant_conv.weight.mul_(20.0)
     state = autoencoder.state_dict()
     return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": SMALL_VAE, "embed_dim": 4}})
+
+
+def patcher_of(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    """A module wrapped for host model management, as the pack's loader nodes wrap theirs."""
+    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())

@@ -13,6 +13,8 @@ from PIL import Image
 from . import fixtures
 from .shapes import random_rgba
 
+TRAIN_STEPS = 150  # the predictor the host tests train once per session for the narrow SD1.5 UNet
+
 
 def shapes_on_colour(count: int, size: int, seed: int) -> torch.Tensor:
     """[count,3,size,size]: soft shapes of random colour over a flat random background."""
