@@ -62,6 +62,20 @@ def test_shipped_sketch_workflow_guides_the_full_size_model(live_server):
     assert np.abs(images[1.6] - images[0.0]).max() > 2, "guidance must change the image"
 
 
+def test_sketch_guidance_with_dpmpp_2m_karras(live_server):
+    """The sampler most shared graphs use: guidance changes the image, and the run completes."""
+    sketch = _put_sketch(live_server, "e2e_sketch_dpmpp.png", _drawing())
+    images = {}
+    for strength in (1.6, 0.0):
+        graph = _graph(live_server, sketch, strength)
+        graph["8"]["inputs"].update(sampler_name="dpmpp_2m", scheduler="karras", steps=3)
+        result = host_client.run(live_server.url, graph, timeout=900)
+        assert result.ok, json.dumps(result.error, indent=1)
+        [png] = host_client.output_paths(result, live_server.output_dir)
+        images[strength] = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert np.abs(images[1.6] - images[0.0]).max() > 2, "guidance must change the image"
+
+
 def test_shipped_training_workflow_saves_a_predictor_for_the_checkpoint(live_server, tmp_path):
     from comfyui_layer_sketch.sketch_guidance.predictor import load_predictor
     from support.sketches import write_image_folder

@@ -54,11 +54,14 @@ def _shipped(name: str, overrides: dict[tuple[str, str], object]) -> dict:
     return graph
 
 
-def _transparent_png(live_server, weight: float) -> np.ndarray:
+def _transparent_png(live_server, weight: float, attention_guidance: bool = False) -> np.ndarray:
     graph = _shipped("sd15_transparent.json", {
         ("1", "ckpt_name"): CHECKPOINT, ("4", "width"): 128, ("4", "height"): 96, ("5", "steps"): 2,
         ("10", "weight"): weight,
     })
+    if attention_guidance:  # the host's Perturbed-Attention Guidance between LayerDiffusion and the sampler
+        graph["11"] = {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["10", 0], "scale": 3.0}}
+        graph["5"]["inputs"]["model"] = ["11", 0]
     result = host_client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
     [png] = host_client.output_paths(result, live_server.output_dir)
@@ -73,6 +76,16 @@ def test_shipped_transparent_workflow_writes_a_transparent_png(live_server):
     assert patched[..., 3].std() > 1.0, "alpha must vary across the image"
     unpatched = _transparent_png(live_server, 0.0)
     assert np.abs(patched.astype(int) - unpatched.astype(int)).max() > 2, "the SD1.5 patch must change the image"
+
+
+def test_transparent_workflow_with_perturbed_attention_guidance(live_server):
+    """PAG replaces the middle block's self-attention in its extra model call; LayerDiffusion stays in effect."""
+    patched = _transparent_png(live_server, 1.0, attention_guidance=True)
+    assert patched[..., 3].std() > 1.0, "alpha must vary across the image"
+    unpatched = _transparent_png(live_server, 0.0, attention_guidance=True)
+    assert np.abs(patched.astype(int) - unpatched.astype(int)).max() > 2, "LayerDiffusion must act next to PAG"
+    alone = _transparent_png(live_server, 1.0)
+    assert np.abs(patched.astype(int) - alone.astype(int)).max() > 2, "PAG must act next to LayerDiffusion"
 
 
 def test_shipped_joint_workflow_writes_three_layers(live_server):
