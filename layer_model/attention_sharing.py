@@ -206,11 +206,16 @@ class AttentionSharingUnit(nn.Module):
         """How many rows each sample's tokens are split into (1 unless a patch tiled them)."""
         shape = options.get("original_shape")
         batch = shape[0] if shape else t.shape[0]
-        if batch % self.frames or t.shape[0] % batch:
-            chunks = len(options.get("cond_or_uncond") or [0])
+        chunks = len(options.get("cond_or_uncond") or [0])  # the host batches cond and uncond rows in chunks
+        if batch % (chunks * self.frames):
             raise ValueError(f"The batch size is {batch // chunks}, which is not a multiple of the {self.frames} "
                              f"layers this LayerDiffusion mode generates together. Set the latent's batch_size to "
                              f"{self.frames}, {2 * self.frames}, ...")
+        if t.shape[0] % batch:
+            raise ValueError(f"Another node's attention patch turned the batch of {batch} into {t.shape[0]} rows, "
+                             f"which cannot be matched to the {self.frames} layers LayerDiffusion generates together "
+                             "(it only follows patches that split each sample into equal parts, as HyperTile "
+                             "does). Remove that node, or apply it to a model without a multi-layer mode.")
         return t.shape[0] // batch
 
     def _sources(self, x: torch.Tensor, context: torch.Tensor | None, value: torch.Tensor | None,

@@ -159,3 +159,26 @@ def test_ip_adapter_style_tokens_see_the_layers_lora_queries(modes, sd15):
     for frame in range(3):
         weight = unit.original.to_q.weight + unit._state.weight * unit.to_q_lora[frame].delta()
         torch.testing.assert_close(q[frame::3], torch.nn.functional.linear(n[frame::3], weight), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_override_of_another_pack_reaches_the_layers_frame_attention(modes, sd15):
+    """Packs that swap the attention kernel (`optimized_attention_override` in transformer_options) see every
+    attention call the plain model makes, with LayerDiffusion's units in place too; the result is unchanged."""
+    mode = "joint"
+    calls = {"plain": 0, "layers": 0}
+
+    def counting(name):
+        def override(func, *args, **kwargs):
+            calls[name] += 1
+            return func(*args, **kwargs)
+        return override
+
+    base, layered = sample(sd15, 6), sample(apply_mode(sd15, mode), 6)
+    for name, model in (("plain", sd15.clone()), ("layers", apply_mode(sd15, mode))):
+        model.model_options["transformer_options"]["optimized_attention_override"] = counting(name)
+        result = sample(model, 6)
+        if name == "plain":
+            assert torch.equal(result, base)
+        else:
+            assert relative_change(result, layered, base) <= TOLERANCE
+    assert calls["layers"] == calls["plain"] > 0

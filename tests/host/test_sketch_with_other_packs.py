@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import comfy.ldm.modules.attention as host_attention
 import comfy.sample
+import pytest
 import torch
 from comfy_extras.nodes_pag import PerturbedAttentionGuidance
+from comfy_extras.nodes_sag import SelfAttentionGuidance
 from comfyui_layer_sketch.layer_model.attention_patches import block_key
 from comfyui_layer_sketch.layer_model.attention_sharing import attention_paths
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
@@ -26,11 +28,11 @@ def _prompts(clip):
                 clip.encode_from_tokens_scheduled(clip.tokenize("")))
 
 
-def _sample(model, clip, seed: int = 3, steps: int = 6, sampler: str = "euler", scheduler: str = "normal"):
+def _sample(model, clip, seed: int = 3, steps: int = 6, size: int = 8):
     positive, negative = _prompts(clip)
-    latent = torch.zeros(1, 4, 8, 8)
+    latent = torch.zeros(1, 4, size, size)
     with torch.inference_mode():
-        return comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 5.0, sampler, scheduler,
+        return comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 5.0, "euler", "normal",
                                    positive, negative, latent, seed=seed, disable_pbar=True)
 
 
@@ -81,19 +83,24 @@ def test_guidance_runs_through_patches_that_hold_inference_tensors(narrow, clip,
     assert (guided_after - _sample(_guided(model, vae, trained), clip)).abs().max() > 1e-3, "the patch acts too"
 
 
-def _pag(model):
-    return PerturbedAttentionGuidance.execute(model, 3.0)[0]
+ATTENTION_GUIDANCE = {
+    "PAG": lambda model: PerturbedAttentionGuidance.execute(model, 3.0)[0],
+    "SAG": lambda model: SelfAttentionGuidance.execute(model, 0.5, 2.0)[0],
+}
 
 
-def test_guidance_with_perturbed_attention_guidance_in_either_order(narrow, clip, trained):
-    """PAG calls the model again at each sigma after the CFG step; that call is not guided a second time,
-    so the result does not depend on which node comes first."""
+@pytest.mark.parametrize("node", ATTENTION_GUIDANCE)
+def test_guidance_with_attention_guidance_in_either_order(narrow, clip, trained, node):
+    """PAG and SAG call the model again at each sigma after the CFG step; that call is not guided a second
+    time, so the result does not depend on which node comes first."""
     model, vae = narrow
-    pag_first = _sample(_guided(_pag(model), vae, trained), clip)
-    guidance_first = _sample(_pag(_guided(model, vae, trained)), clip)
-    torch.testing.assert_close(pag_first, guidance_first, rtol=0, atol=1e-4)
-    assert (pag_first - _sample(_pag(model), clip)).abs().max() > 1e-3, "guidance acts next to PAG"
-    assert (pag_first - _sample(_guided(model, vae, trained), clip)).abs().max() > 1e-3, "PAG acts next to guidance"
+    other = ATTENTION_GUIDANCE[node]
+    other_first = _sample(_guided(other(model), vae, trained), clip, size=16)
+    guidance_first = _sample(other(_guided(model, vae, trained)), clip, size=16)
+    torch.testing.assert_close(other_first, guidance_first, rtol=0, atol=1e-4)
+    assert (other_first - _sample(other(model), clip, size=16)).abs().max() > 1e-3, f"guidance acts next to {node}"
+    assert (other_first - _sample(_guided(model, vae, trained), clip, size=16)).abs().max() > 1e-3, \
+        f"{node} acts next to guidance"
 
 
 def test_guidance_with_a_user_lora_before_and_after(narrow, clip, trained, lora_folder):

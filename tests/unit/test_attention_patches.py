@@ -127,3 +127,13 @@ def test_tiled_queries_keep_each_frame_with_its_own_projection():
     rows_of_frame_one = (torch.arange(16) // 4) % 2 == 1
     assert changed[~rows_of_frame_one].max() < 1e-6 < changed[rows_of_frame_one].min(), \
         "only the rows of frame 1 use frame 1's projection"
+
+
+def test_a_patch_that_regroups_the_batch_is_refused_clearly():
+    unit = _unit(2)
+    x = torch.randn(4, 16, 64)
+    options = {"cond_or_uncond": [0, 1], "original_shape": [4, 4, 4, 4], "sigmas": torch.tensor([1.0])}
+    with pytest.raises(ValueError, match="attention patch turned the batch of 4 into 6 rows"):
+        unit(x[:3].repeat(2, 1, 1), transformer_options=options)
+    with pytest.raises(ValueError, match="batch size is 1, which is not a multiple of the 2 layers"):
+        unit(x[:2], transformer_options={**options, "original_shape": [2, 4, 4, 4]})
