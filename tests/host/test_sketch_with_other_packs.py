@@ -7,6 +7,7 @@ import comfy.ldm.modules.attention as host_attention
 import comfy.sample
 import pytest
 import torch
+from comfy_extras.nodes_hypertile import HyperTile
 from comfy_extras.nodes_pag import PerturbedAttentionGuidance
 from comfy_extras.nodes_sag import SelfAttentionGuidance
 from comfyui_layer_sketch.layer_model.attention_patches import block_key
@@ -31,6 +32,7 @@ def _prompts(clip):
 def _sample(model, clip, seed: int = 3, steps: int = 6, size: int = 8):
     positive, negative = _prompts(clip)
     latent = torch.zeros(1, 4, size, size)
+    torch.manual_seed(seed)  # HyperTile draws its tile sizes from the global generator
     with torch.inference_mode():
         return comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 5.0, "euler", "normal",
                                    positive, negative, latent, seed=seed, disable_pbar=True)
@@ -86,13 +88,15 @@ def test_guidance_runs_through_patches_that_hold_inference_tensors(narrow, clip,
 ATTENTION_GUIDANCE = {
     "PAG": lambda model: PerturbedAttentionGuidance.execute(model, 3.0)[0],
     "SAG": lambda model: SelfAttentionGuidance.execute(model, 0.5, 2.0)[0],
+    "HyperTile": lambda model: HyperTile.execute(model, 32, 2, 0, False)[0],
 }
 
 
 @pytest.mark.parametrize("node", ATTENTION_GUIDANCE)
 def test_guidance_with_attention_guidance_in_either_order(narrow, clip, trained, node):
     """PAG and SAG call the model again at each sigma after the CFG step; that call is not guided a second
-    time, so the result does not depend on which node comes first."""
+    time, so the result does not depend on which node comes first. HyperTile tiles the guided pass's
+    self-attention like any other."""
     model, vae = narrow
     other = ATTENTION_GUIDANCE[node]
     other_first = _sample(_guided(other(model), vae, trained), clip, size=16)
