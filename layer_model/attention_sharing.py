@@ -1,9 +1,10 @@
 """SD1.5 LayerDiffusion attention sharing: several layers (frames) generated jointly, in plain torch.
 
 Each of the 32 SD1.5 attention modules (attn1 and attn2 of the 16 transformer blocks) is replaced by
-a unit that runs the original attention once per frame with that frame's rank-256 LoRA, optionally
-adds a control signal (fg2bg/bg2fg), then lets every pixel attend across the frames ("temporal"
-attention). Parameter names follow the published files (`hookers.layers.N.*`, `kwargs_encoder.*`)
+a unit that runs the original attention with each frame's rank-256 LoRA on that frame's rows, then
+lets every pixel attend across the frames ("temporal" attention). The fg2bg/bg2fg control signal is
+added around the unit, and other packs' attention patches are honoured: see `attention_patches`.
+Parameter names follow the published files (`hookers.layers.N.*`, `kwargs_encoder.*`)
 so they load with `strict=True`.
 
 The batch is laid out frame-fastest: [f0, f1, ..., f0, f1, ...] (for joint: fg, bg, blended).
@@ -118,16 +119,15 @@ class AttentionSharingUnit(nn.Module):
     """
 
     def __init__(self, original: nn.Module, frames: int, use_control: bool, state: SharingState,
-                 attention: Attention = sdpa_attention, weights_of: WeightsOf = plain_weights,
-                 cross_attention: bool | None = None) -> None:
+                 attention: Attention = sdpa_attention, weights_of: WeightsOf = plain_weights) -> None:
         super().__init__()
         self._original = [original]  # not a submodule: its weights belong to the UNet
         self._state, self._attention, self._weights_of = state, attention, weights_of
         self.frames, self.heads = frames, original.heads
         dim = original.to_q.in_features
         context_dim, inner = original.to_k.in_features, original.to_k.out_features
-        # attn2 of a transformer block attends to the prompt; attn1 to the image itself
-        self.cross_attention = context_dim != dim if cross_attention is None else cross_attention
+        # attn2 of a transformer block attends to the prompt (its keys are narrower or wider); attn1 to the image
+        self.cross_attention = context_dim != dim
         self.kind = "attn2" if self.cross_attention else "attn1"
         self.to_q_lora = nn.ModuleList(LoRA(dim, inner) for _ in range(frames))
         self.to_k_lora = nn.ModuleList(LoRA(context_dim, inner) for _ in range(frames))

@@ -14,25 +14,17 @@ from comfyui_layer_sketch.layer_model.unet_patches import SigmaGate, parse_unet_
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 from support import layer_files
 from support.host_models import tiny_model
+from support.layer_modes import conds
 
 Apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]
 XL_ATTN, XL_CONV = "SDXL transparent (attention injection)", "SDXL transparent (conv injection)"
 SD15_ATTN = "SD1.5 transparent (attention sharing)"
 
 
-def _conds(model, batch: int = 1):
-    generator = torch.Generator().manual_seed(5)
-    if isinstance(model.model.model_config, comfy.supported_models.SDXL):
-        extra = {"pooled_output": torch.randn(1, 1280, generator=generator)}
-        return ([[torch.randn(1, 77, 2048, generator=generator), extra]],
-                [[torch.zeros(1, 77, 2048), {"pooled_output": torch.zeros(1, 1280)}]])
-    return [[torch.randn(1, 77, 768, generator=generator), {}]], [[torch.zeros(1, 77, 768), {}]]
-
-
 def sample(model, batch: int = 1, seed: int = 1, steps: int = 3) -> torch.Tensor:
     latent = torch.zeros(batch, 4, 8, 8)
     noise = comfy.sample.prepare_noise(latent, seed)
-    positive, negative = _conds(model)
+    positive, negative = conds(model)
     return comfy.sample.sample(model, noise, steps, 5.0, "euler", "normal", positive, negative, latent,
                                seed=seed, disable_pbar=True)
 
@@ -191,7 +183,7 @@ def _sample_with(model, positive, negative, batch: int = 1) -> torch.Tensor:
 ])
 def test_sdxl_layer_models_take_the_given_layers(layer_folder, sdxl, node, file, mode, latents):
     layer_files.save(layer_files.sdxl_conv_diff(sdxl, extra_input_channels=4 * latents), layer_folder / file)
-    positive, negative = _conds(sdxl)
+    positive, negative = conds(sdxl)
     base = _sample_with(sdxl, positive, negative, batch=2)
     given = [_latent(seed) for seed in range(latents)]
     model, pos, neg = node().apply(sdxl, positive, negative, *given, mode, 1.0)
@@ -211,7 +203,7 @@ def test_sdxl_layer_models_take_the_given_layers(layer_folder, sdxl, node, file,
 def test_sdxl_layer_file_with_the_wrong_conv_in_is_refused(layer_folder, sdxl):
     layer_files.save(layer_files.sdxl_conv_diff(sdxl, extra_input_channels=8),
                      layer_folder / "layer_xl_fg2ble.safetensors")  # an 8-channel file under a 4-channel name
-    positive, negative = _conds(sdxl)
+    positive, negative = conds(sdxl)
     with pytest.raises(ValueError, match="expects 8 concatenated condition channels"):
         CondApply().apply(sdxl, positive, negative, _latent(0), "SDXL foreground to blended", 1.0)
 
@@ -239,7 +231,7 @@ def test_sdxl_stop_at_gates_the_weights_by_sigma(layer_folder, sdxl, mode, make,
 def test_sdxl_layer_model_with_a_range_ignores_the_condition_outside_it(layer_folder, sdxl):
     layer_files.save(layer_files.sdxl_conv_diff(sdxl, extra_input_channels=4),
                      layer_folder / "layer_xl_fg2ble.safetensors")
-    positive, negative = _conds(sdxl)
+    positive, negative = conds(sdxl)
     mode = "SDXL foreground to blended"
     full = _sample_with(*CondApply().apply(sdxl, positive, negative, _latent(0), mode, 1.0))
     early = _sample_with(*CondApply().apply(sdxl, positive, negative, _latent(0), mode, 1.0, 0.0, 0.5))
