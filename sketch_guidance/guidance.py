@@ -61,6 +61,11 @@ class GuidanceState:
     resized: bool = False  # the sketch did not match the latent grid (said once)
     stepped: float | None = None  # the sigma whose step has taken its gradient
 
+    def __deepcopy__(self, memo: dict) -> GuidanceState:
+        """The same state: the model call records into it and the sampler's step reads from it, so a MODEL
+        clone that deep-copies its options (ComfyUI 0.3.x does) must keep one state for both."""
+        return self
+
     def active(self, sigma: float) -> bool:
         """Whether a model call at `sigma` is guided: in range, and not an extra call made after this
         sigma's step took its gradient (other packs' post-CFG functions, such as PAG's, call the model

@@ -115,7 +115,6 @@ CONTRACT: tuple[Use, ...] = (
     patcher("set_model_sampler_post_cfg_function", "(function)", SH),
     # apply_guidance moves its post-CFG function to the front of the clone's list, which the sampler runs in order
     Use("comfy.model_patcher.set_model_options_post_cfg_function", where=SH, mentions=("sampler_post_cfg_function",)),
-    Use("comfy.samplers.sampling_function", where=SH, mentions=("sampler_post_cfg_function",)),
     patcher("set_additional_models", "(key, models)", SH),
     # The pack sets `patched.size`; the host must still plan memory with it.
     Use("comfy.model_patcher.ModelPatcher.model_size", "()", LP, mentions=("size",), subclasses=True),
@@ -170,7 +169,7 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.lora.calculate_weight", where=LP, mentions=("diff", "pad_weight")),
     Use("comfy.patcher_extension.WrappersMP.APPLY_MODEL", where=f"{LP}, {SH}"),
     # comfy.samplers: the post-CFG args and transformer_options keys the pack reads, the feature probe
-    Use("comfy.samplers.cfg_function", where=SH, mentions=("denoised", "input", "sigma")),
+    Use("comfy.samplers.cfg_function", where=SH, mentions=("denoised", "input", "sigma", "sampler_post_cfg_function")),
     Use("comfy.samplers._calc_cond_batch", where=f"{SH}, layer_model/attention_sharing.py",
         mentions=("cond_or_uncond", "sigmas")),
     Use("comfy.samplers.Sampler", where=SH),

@@ -215,3 +215,16 @@ def test_image_folder_reads_captions_and_refuses_bad_folders(tmp_path):
     (folder / "c.png").write_bytes(b"broken")
     with pytest.raises(DatasetError, match="cannot be read.*c.png"):
         ImageFolder(str(folder), 16)
+
+
+def test_guidance_state_survives_a_deep_copy_of_the_model_options():
+    """A MODEL clone may deep-copy its options: the post-CFG step must still read what the model call recorded."""
+    import copy
+    from functools import partial
+
+    from comfyui_layer_sketch.sketch_guidance.guidance import GuidanceState
+
+    state = GuidanceState(1.6, sigma_end=0.5)
+    options = {"sampler_post_cfg_function": [partial(print, state)]}
+    copied = copy.deepcopy(options)
+    assert copied["sampler_post_cfg_function"][0].args[0] is state
