@@ -18,10 +18,10 @@ import folder_paths
 import torch
 
 from . import weights
-from .transparent_codec import decode_rgba, encode_offset, encoder_inputs, offset_latent
-from .transparent_vae import TransparencyEncoder, TransparentDecoder
+from .pickled_codec import convert_pickled_codec
+from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
 
-BASE_CHOICES = (weights.SDXL, weights.SD15)
+BASE_CHOICES = (weights.SDXL, weights.SD15, weights.FLUX)
 AUTO = "auto"
 
 
@@ -39,28 +39,52 @@ def layer_model_folders() -> list[str]:
     return folder_paths.get_folder_paths(weights.FOLDER_NAME)
 
 
+_BASE_OF_LATENT_FORMAT = {comfy.latent_formats.SDXL: weights.SDXL, comfy.latent_formats.SD15: weights.SD15,
+                          comfy.latent_formats.Flux: weights.FLUX}
+
+
 def base_from_model(model) -> str:
-    """SDXL or SD1.5, read from the MODEL's own latent space; other families are refused clearly."""
-    latent_format = model.model.latent_format
-    if type(latent_format) is comfy.latent_formats.SDXL:
-        return weights.SDXL
-    if type(latent_format) is comfy.latent_formats.SD15:
-        return weights.SD15
-    raise ValueError(
-        f"The connected MODEL ({type(model.model.model_config).__name__}) is neither SD1.5 nor SDXL; "
-        "LayerDiffusion only has weights for those two. Load an SD1.5 or SDXL checkpoint."
-    )
+    """SDXL, SD1.5 or FLUX, read from the MODEL's own latent space; other families are refused clearly."""
+    base = _BASE_OF_LATENT_FORMAT.get(type(model.model.latent_format))
+    if base is None:
+        raise ValueError(
+            f"The connected MODEL ({type(model.model.model_config).__name__}) is not SD1.5, SDXL or FLUX.1; "
+            "LayerDiffusion only has weights for those (FLUX.2, SD3 and others use another latent space). "
+            "Load an SD1.5, SDXL or FLUX.1 model."
+        )
+    return base
 
 
-def resolve_base(sd_version: str, model=None) -> str:
+def resolve_base(sd_version: str, model=None, latent_channels: int | None = None, check: bool = True) -> str:
+    """The base whose transparent VAE to use: as chosen, or for 'auto' from the MODEL or a FLUX-sized latent.
+
+    `latent_channels` (of the LATENT to decode, or of the VAE to encode with) is checked against the base
+    before any weight is loaded, unless `check` is off.
+    """
     if sd_version != AUTO:
         if sd_version not in BASE_CHOICES:
             raise ValueError(f"sd_version must be one of {(AUTO,) + BASE_CHOICES}, got {sd_version!r}")
-        return sd_version
-    if model is None:
+        base = sd_version
+    elif model is not None:
+        base = base_from_model(model)
+    elif latent_channels == CODECS[weights.FLUX].latent_channels:
+        base = weights.FLUX
+    else:
         raise ValueError("sd_version is 'auto' but no MODEL is connected: connect the MODEL input, "
-                         "or choose SDXL or SD1.5.")
-    return base_from_model(model)
+                         "or choose SDXL, SD1.5 or FLUX.")
+    if check and latent_channels is not None:
+        check_latent_channels(latent_channels, base)
+    return base
+
+
+def check_latent_channels(channels: int, base: str) -> None:
+    """Refuse a latent of another family before any weight is loaded."""
+    expected = CODECS[base].latent_channels
+    if channels != expected:
+        family = {4: "an SD1.5/SDXL", 16: "a FLUX.1 (or SD3)"}.get(channels, "another model's")
+        raise ValueError(f"The latent has {channels} channels ({family} latent), but {base} latents have "
+                         f"{expected}. Set sd_version to the model that made the latent, or 'auto' with its MODEL "
+                         "connected.")
 
 
 def download_progress() -> Callable[[int, int | None], None]:
@@ -76,14 +100,23 @@ def download_progress() -> Callable[[int, int | None], None]:
     return update
 
 
+def _folders_of(names: tuple[str, ...]) -> list[str]:
+    return [path for name in names if name in folder_paths.folder_names_and_paths
+            for path in folder_paths.get_folder_paths(name)]
+
+
 def ensure_weight(weight: weights.WeightFile) -> str:
-    """Path of a published file in the layer_model folders, downloaded with a host progress bar if missing."""
-    return weights.ensure(weight, layer_model_folders(), download_progress())
+    """Path of a published file in the layer_model folders, downloaded with a host progress bar if missing.
+
+    Files that guides elsewhere put into other model folders (the FLUX port's LoRA in `loras`, its pickle
+    in `vae`) are taken from there too; a pickle is converted once to safetensors in a layer_model folder.
+    """
+    names = weight.also_in + (weights.REGISTRY[weight.source].also_in if weight.source else ())
+    return weights.ensure(weight, layer_model_folders(), download_progress(), convert_pickled_codec,
+                          _folders_of(names))
 
 
 _loaded: dict[tuple, comfy.model_patcher.ModelPatcher] = {}
-
-_KINDS = {"decoder": TransparentDecoder, "encoder": TransparencyEncoder}
 
 
 def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
@@ -92,16 +125,16 @@ def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
     Downloads the file if it is missing. The host moves the module between devices (call
     `mm.load_models_gpu([patcher])` before use); it runs in fp16 where the device supports it.
     """
-    weight = weights.file_for(base, kind)
+    weight, prefix = weights.codec_file(base, kind)
     path = ensure_weight(weight)
     stat = os.stat(path)
     load_device = mm.get_torch_device()
     dtype = torch.float16 if mm.should_use_fp16(load_device) else torch.float32
-    key = (path, stat.st_mtime_ns, stat.st_size, dtype)
+    key = (path, kind, stat.st_mtime_ns, stat.st_size, dtype)
     if key not in _loaded:
-        for old in [k for k in _loaded if k[0] == path]:
+        for old in [k for k in _loaded if k[:2] == (path, kind)]:
             del _loaded[old]
-        module = _build(kind, weight, path).to(dtype)
+        module = _build(kind, base, weight, path, prefix).to(dtype)
         if kind == "decoder" and load_device.type == "cuda":
             # Faster convolutions on GPUs. Not on CPUs: PyTorch's channels_last GroupNorm kernel there
             # drifts by 2e-4 at 1024 px, and making it exact costs more than the layout gains.
@@ -112,9 +145,13 @@ def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
     return _loaded[key]
 
 
-def _build(kind: str, weight: weights.WeightFile, path: str) -> torch.nn.Module:
-    module = _KINDS[kind]()
-    load_strict(module, weights.load_state_dict(path), path, weight)
+def _build(kind: str, base: str, weight: weights.WeightFile, path: str, prefix: str) -> torch.nn.Module:
+    layout = CODECS[base]
+    module = layout.decoder() if kind == "decoder" else layout.encoder()
+    state = weights.load_state_dict(path)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    load_strict(module, state, path, weight)
     return module.eval().requires_grad_(False)
 
 
@@ -169,11 +206,14 @@ def decoder_passes_that_fit(patcher: comfy.model_patcher.ModelPatcher, height: i
     return max(1, int(0.8 * free) // decoder_pass_bytes(patcher, height, width))
 
 
-def check_vae(vae) -> None:
+def check_vae(vae, base: str) -> None:
     autoencoder = getattr(vae, "first_stage_model", None)
-    if not hasattr(autoencoder, "encoder") or getattr(vae, "latent_channels", None) != 4:
-        raise ValueError("Transparent encoding needs the SD1.5 or SDXL VAE (4 latent channels); "
-                         f"the connected VAE is a {type(autoencoder).__name__}.")
+    channels = CODECS[base].latent_channels
+    if not hasattr(autoencoder, "encoder") or getattr(vae, "latent_channels", None) != channels:
+        wanted = "the FLUX.1 VAE (ae.safetensors, 16" if base == weights.FLUX else "the SD1.5 or SDXL VAE (4"
+        raise ValueError(f"Transparent encoding for {base} needs {wanted} latent channels); the connected VAE is a "
+                         f"{type(autoencoder).__name__} with {getattr(vae, 'latent_channels', '?')} latent channels. "
+                         "Connect the VAE of the model you sample with, and set sd_version to match.")
 
 
 def crop_for_vae(vae, rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,7 +232,6 @@ def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[t
     The host's `VAE.encode` returns only the mean; the transparency offset is measured in
     posterior std units, so both moments are read from the same pass here.
     """
-    check_vae(vae)
     autoencoder = vae.first_stage_model
     mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(pixels.movedim(-1, 1).shape,
                                                                                 vae.vae_dtype))
@@ -236,7 +275,9 @@ def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmen
 
 def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, base: str) -> torch.Tensor:
     """The transparent latent for straight RGB [B,3,H,W] and alpha [B,1,H,W] (sides multiples of 8)."""
-    vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float())
+    check_vae(vae, base)
+    layout = CODECS[base]
+    vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float(), layout)
     offset = encode_offset(prepare(load_codec("encoder", base)), encoder_input)
     mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1))
-    return offset_latent(mean, std, offset)
+    return offset_latent(mean, std, offset, layout.offset_scale)

@@ -1,4 +1,4 @@
-"""Host side of the UNet patches: SDXL weight deltas and SD1.5 attention sharing on a MODEL clone.
+"""Host side of the model patches: SDXL weight deltas, SD1.5 attention sharing, the FLUX LoRA, on a MODEL clone.
 
 Like `host.py`, this imports ComfyUI; everything it applies is built by the plain-torch modules.
 Patches go through the host's own APIs only (`clone`, `add_patches`, `add_object_patch`), so the
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import comfy.ldm.modules.attention as host_attention
+import comfy.lora
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
@@ -21,6 +22,7 @@ from comfy.weight_adapter import LoRAAdapter
 from . import host, weights
 from .attention_patches import ControlPatches, block_key, route_patches
 from .attention_sharing import AttentionSharingLayers, AttentionSharingUnit, SharingState, attention_paths
+from .flux_lora import GatedLoRALinear, LoRAPair, LoRAPiece, parse_peft_lora
 from .modes import LayerMode
 from .unet_patches import CONV_IN, GatedDelta, SigmaGate, WeightDelta, concat_channels, parse_unet_patches
 
@@ -108,7 +110,10 @@ def _gate_deltas(patched: ModelPatcher, deltas: dict[str, WeightDelta], strength
     for module_path, module_deltas in by_module.items():
         original = _original_module(patched, module_path)
         patched.add_object_patch(module_path, GatedDelta(original, module_deltas, strength, gate))
+    _update_gate_each_call(patched, gate)
 
+
+def _update_gate_each_call(patched: ModelPatcher, gate: SigmaGate) -> None:
     def open_gate_in_range(executor, x, t, *args, **kwargs):
         gate.update(float(t.max()))
         return executor(x, t, *args, **kwargs)
@@ -133,6 +138,70 @@ def with_condition_latents(conditioning, model: ModelPatcher, latents: Sequence[
     for embedding, extras in conditioning:
         out.append([embedding, {**extras, "noise_concat": concat}])
     return out
+
+
+def apply_peft_lora(model: ModelPatcher, mode: LayerMode, strength: float, start_percent: float = 0.0,
+                    end_percent: float = 1.0) -> ModelPatcher:
+    """A clone of `model` with the mode's diffusers/PEFT LoRA (the FLUX one) at `strength`.
+
+    The host maps the file's keys to its own weights (slices of fused qkv weights included) and merges
+    the LoRA as it merges any LoRA; over part of the sampling, gated layers add it on the activations.
+    Every key of the file must land on a weight of the model, or nothing is applied.
+    """
+    check_mode_fits(model, mode)
+    sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
+    path = _weight_file_path(mode)
+    state = weights.load_state_dict(path)
+    pairs, stray = parse_peft_lora(state)
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    model_weights = model.model.state_dict()
+    misfits = [p for p in pairs if p not in key_map or not _lora_fits(key_map[p], pairs[p], model_weights)]
+    if stray or misfits or not pairs:
+        unmatched = stray + [k for p in misfits for k in state if k.startswith(p + ".")]
+        raise ValueError(
+            f"{path}: {len(unmatched)} of its {len(state)} keys match no weight of the connected "
+            f"{type(model.model).__name__} model (e.g. {unmatched[:2]}), so nothing was applied. '{mode.name}' "
+            f"needs {weights.REGISTRY[mode.file].description} in diffusers/PEFT keys "
+            "('transformer.<layer>.lora_A.weight') on a FLUX.1 model; replace the file with the published one, "
+            "or load a FLUX.1 model.")
+    patched = model.clone()
+    if (start_percent, end_percent) == (0.0, 1.0):
+        patches = comfy.lora.load_lora(state, {p: key_map[p] for p in pairs}, log_missing=False)
+        applied = patched.add_patches(patches, strength)
+        if len(applied) != len(pairs):  # a host that maps keys differently: never a silent partial LoRA
+            raise ValueError(f"{path}: the host applied {len(applied)} of its {len(pairs)} LoRA layers.")
+        return patched
+    gate = SigmaGate(sigma_start, sigma_end)
+    by_module: dict[str, list[LoRAPiece]] = {}
+    for lora_path, pair in pairs.items():
+        key, rows, function = _lora_target(key_map[lora_path])
+        by_module.setdefault(key.removesuffix(".weight"), []).append(LoRAPiece(rows, pair, function))
+    for module_path, pieces in by_module.items():
+        original = _original_module(patched, module_path)
+        patched.add_object_patch(module_path, GatedLoRALinear(original, pieces, strength, gate))
+    _update_gate_each_call(patched, gate)
+    return patched
+
+
+def _lora_target(target) -> tuple[str, tuple[int, int] | None, object]:
+    """(weight key, output rows or None, row function or None) of a host LoRA key-map entry."""
+    if isinstance(target, str):
+        return target, None, None
+    key, offset = target[0], target[1]
+    function = target[2] if len(target) > 2 else None
+    return key, None if offset is None else (offset[1], offset[2]), function
+
+
+def _lora_fits(target, pair: LoRAPair, model_weights: dict[str, torch.Tensor]) -> bool:
+    key, rows, _ = _lora_target(target)
+    weight = model_weights.get(key)
+    if weight is None or weight.ndim != 2 or pair.down.shape[1] != weight.shape[1]:
+        return False
+    if not isinstance(target, str) and target[1] is not None and target[1][0] != 0:
+        return False  # only output-row slices are expected in FLUX's fused weights
+    out_rows = weight.shape[0] if rows is None else rows[1]
+    in_bounds = rows is None or rows[0] + rows[1] <= weight.shape[0]
+    return pair.up.shape[0] == out_rows and pair.up.shape[1] == pair.down.shape[0] and in_bounds
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **host_kwargs) -> torch.Tensor:
@@ -167,7 +236,7 @@ def _original_module(model: ModelPatcher, path: str) -> torch.nn.Module:
     module found there may be a unit or gated layer of an earlier run; both keep the module they replaced.
     """
     module = comfy.utils.get_attr(model.model, path)
-    while isinstance(module, (AttentionSharingUnit, GatedDelta)):
+    while isinstance(module, (AttentionSharingUnit, GatedDelta, GatedLoRALinear)):
         module = module.original
     return module
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .weights import SD15, SDXL
+from .weights import FLUX, SD15, SDXL
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class LayerMode:
     file: str
     frames: int = 1  # layers generated together per sample (SD1.5 attention sharing)
     use_control: bool = False  # SD1.5: a given layer steers the others through a control image
-    kind: str = "attention_sharing"  # or "weights" (SDXL LoRA/diff merged into the UNet)
+    kind: str = "attention_sharing"  # "weights": SDXL LoRA/diff merged into the UNet; "peft_lora": FLUX LoRA
 
 
 TRANSPARENT_MODES = (
@@ -22,6 +22,7 @@ TRANSPARENT_MODES = (
               kind="weights"),
     LayerMode("SDXL transparent (conv injection)", SDXL, "layer_xl_transparent_conv.safetensors", kind="weights"),
     LayerMode("SD1.5 transparent (attention sharing)", SD15, "layer_sd15_transparent_attn.safetensors"),
+    LayerMode("FLUX.1 transparent (LoRA)", FLUX, "layerlora.safetensors", kind="peft_lora"),
 )
 AUTO = "auto"
 

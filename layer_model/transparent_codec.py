@@ -1,21 +1,43 @@
 """RGBA decoding with test-time augmentation, and the transparency offset for encoding.
 
 Pure torch. Images here are [B,C,H,W] float in [0,1]; latents are the host's unscaled
-VAE latents [B,4,H/8,W/8].
+VAE latents [B,C,H/8,W/8] (4 channels for SD1.5/SDXL, 16 for FLUX).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .alpha import composite_on_grey, fill_transparent_rgb
-from .transparent_vae import TransparencyEncoder, TransparentDecoder
+from .transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
+from .weights import FLUX, SD15, SDXL
 
-LATENT_SCALE = 8  # pixels per latent cell of the SD1.5/SDXL VAE
+LATENT_SCALE = 8  # pixels per latent cell of the SD1.5, SDXL and FLUX.1 VAEs
+
+
+@dataclass(frozen=True)
+class CodecLayout:
+    """How a base model's transparent decoder and offset encoder meet its latent."""
+
+    latent_channels: int
+    alpha_first: bool  # offset encoder input: (alpha, colour) for SD; the FLUX port feeds (colour, alpha)
+    offset_scale: float  # the encoder's output times this is the offset, in posterior std units
+
+    def decoder(self) -> TransparentDecoder:
+        return TransparentDecoder(DecoderConfig(latent_channels=self.latent_channels))
+
+    def encoder(self) -> TransparencyEncoder:
+        return TransparencyEncoder(self.latent_channels)
+
+
+SD_CODEC = CodecLayout(latent_channels=4, alpha_first=True, offset_scale=1.0)
+FLUX_CODEC = CodecLayout(latent_channels=16, alpha_first=False, offset_scale=300.0)  # the port's `alpha=300`
+CODECS = {SD15: SD_CODEC, SDXL: SD_CODEC, FLUX: FLUX_CODEC}
 
 Variant = tuple[bool, int]  # (horizontal flip, quarter turns)
 
@@ -159,19 +181,22 @@ def decode_rgba_reference(
     return _split_alpha_last(torch.cat(decoded)[..., :height, :width])
 
 
-def encoder_inputs(rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_inputs(rgb: torch.Tensor, alpha: torch.Tensor,
+                   layout: CodecLayout = SD_CODEC) -> tuple[torch.Tensor, torch.Tensor]:
     """(RGB for the normal VAE, input for the transparency encoder) from straight RGB and alpha.
 
     The normal VAE sees the image composited on 50% grey, as the published encoders were used;
-    the transparency encoder sees alpha stacked on the colour-filled RGB (invisible pixels carry
-    colour bled from the visible ones), which is what it was trained on.
+    the transparency encoder sees alpha and the colour-filled RGB (invisible pixels carry colour
+    bled from the visible ones), in the order its layout was trained on.
     """
-    return composite_on_grey(rgb, alpha), torch.cat([alpha, fill_transparent_rgb(rgb, alpha)], dim=1)
+    filled = fill_transparent_rgb(rgb, alpha)
+    stacked = [alpha, filled] if layout.alpha_first else [filled, alpha]
+    return composite_on_grey(rgb, alpha), torch.cat(stacked, dim=1)
 
 
 @torch.inference_mode()
 def encode_offset(encoder: TransparencyEncoder, encoder_input: torch.Tensor, sub_batch_size: int = 8) -> torch.Tensor:
-    """Latent transparency offset [B,4,H/8,W/8]; H and W must be multiples of 8."""
+    """Latent transparency offset [B,C,H/8,W/8] as the encoder gives it; H and W must be multiples of 8."""
     h, w = encoder_input.shape[-2:]
     if h % LATENT_SCALE or w % LATENT_SCALE:
         raise ValueError(f"image sides must be multiples of {LATENT_SCALE} px to encode, got {w}x{h}")

@@ -1,9 +1,10 @@
 """The LayerDiffusion transparent VAE decoder and latent-transparency encoder, in plain torch.
 
 Parameter names and shapes follow the published files (`vae_transparent_decoder.safetensors`,
-`layer_sd15_vae_transparent_decoder.safetensors` and the matching encoders) so they load with
-`strict=True`. The decoder is a convolutional UNet without time embedding: it reads the RGB image
-the normal VAE decoded plus the unscaled latent and predicts alpha and straight RGB.
+`layer_sd15_vae_transparent_decoder.safetensors`, the matching encoders, and the `decoder.*` /
+`encoder.*` parts of the FLUX port's `TransparentVAE.pth`) so they load with `strict=True`. The
+decoder is a convolutional UNet without time embedding: it reads the RGB image the normal VAE
+decoded plus the unscaled latent and predicts alpha and straight RGB.
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ class MidBlock(nn.Module):
 
 
 class TransparentDecoder(nn.Module):
-    """(RGB in [0,1] [B,3,H,W], unscaled latent [B,4,H/8,W/8]) -> [B,4,H,W]: alpha, then straight RGB.
+    """(RGB in [0,1] [B,3,H,W], unscaled latent [B,C,H/8,W/8]) -> [B,4,H,W]: alpha, then straight RGB.
+
+    C is `config.latent_channels`: 4 for SD1.5/SDXL, 16 for the FLUX port's decoder.
 
     H and W must be multiples of `config.pad_multiple` (64); `decode_rgba` pads for you.
     """
@@ -221,15 +224,19 @@ class TransparentDecoder(nn.Module):
 
 
 class TransparencyEncoder(nn.Module):
-    """(alpha + colour-filled RGB in [0,1], [B,4,H,W]) -> latent offset [B,4,H/8,W/8]."""
+    """(alpha and colour-filled RGB in [0,1], [B,4,H,W]) -> latent offset [B,C,H/8,W/8].
+
+    C is the latent's channel count: 4 for SD1.5/SDXL, 16 for FLUX (whose port feeds colour first).
+    """
 
     CHANNELS = ((4, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2),
-                (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 4, 1))  # (in, out, stride)
+                (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 4, 1))  # (in, out, stride) for SD
 
-    def __init__(self) -> None:
+    def __init__(self, latent_channels: int = 4) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (cin, cout, stride) in enumerate(self.CHANNELS):
+        channels = self.CHANNELS[:-1] + ((256, latent_channels, 1),)
+        for i, (cin, cout, stride) in enumerate(channels):
             if i:
                 layers.append(nn.SiLU())
             layers.append(nn.Conv2d(cin, cout, 3, stride=stride, padding=1))

@@ -22,12 +22,14 @@ import torch
 
 REPOSITORY = "LayerDiffusion/layerdiffusion-v1"
 REVISION = "e337e9d7a0f2a6fee6c3580374327380f88d065b"
-DEFAULT_BASE_URL = f"https://huggingface.co/{REPOSITORY}/resolve/{REVISION}"
+# The FLUX port publishes no revision or hash that could be pinned: its files come from the default branch
+# and are checked against the hash the server states for them.
+FLUX_REPOSITORY, FLUX_REVISION = "RedAIGC/Flux-version-LayerDiffuse", "main"
 BASE_URL_ENV = "LAYER_SKETCH_WEIGHTS_URL"  # a mirror (or a test server) serving the same file names
 OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetch by hand
 FOLDER_NAME = "layer_model"
 
-SDXL, SD15 = "SDXL", "SD1.5"
+SDXL, SD15, FLUX = "SDXL", "SD1.5", "FLUX"
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WeightFile:
     name: str
-    base: str  # SDXL or SD1.5
-    kind: str  # decoder, encoder, unet_lora, unet_diff, attention_sharing
+    base: str  # SDXL, SD1.5 or FLUX
+    kind: str  # decoder, encoder, codec (both), unet_lora, unet_diff, attention_sharing, peft_lora, pickle
     sha256: str | None  # None where no trusted hash is published: then the server's own hash is checked
     description: str
+    repository: str = REPOSITORY
+    revision: str = REVISION
+    source: str | None = None  # a published pickle this file is converted from, once, on first use
+    also_in: tuple[str, ...] = ()  # other host model folders where guides elsewhere tell users to put it
 
     @property
     def url(self) -> str:
-        return f"{os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL).rstrip('/')}/{self.name}"
+        mirror = os.environ.get(BASE_URL_ENV)
+        base = mirror or f"https://huggingface.co/{self.repository}/resolve/{self.revision}"
+        return f"{base.rstrip('/')}/{self.name}"
 
 
 REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
@@ -86,7 +94,18 @@ REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
     WeightFile("layer_sd15_bg2fg.safetensors", SD15, "attention_sharing",
                "8367f976da1cc4275e513c7fb40f977ca312e79e720d7db7ae94978a9359fb62",
                "SD1.5 background -> foreground + blended (2 frames, control)"),
+    WeightFile("layerlora.safetensors", FLUX, "peft_lora", None, "the FLUX.1-dev transparency LoRA",
+               FLUX_REPOSITORY, FLUX_REVISION, also_in=("loras",)),
+    WeightFile("TransparentVAE.pth", FLUX, "pickle", None,
+               "the FLUX transparent VAE (decoder + offset encoder, pickled)", FLUX_REPOSITORY, FLUX_REVISION,
+               also_in=("vae",)),
+    WeightFile("TransparentVAE.safetensors", FLUX, "codec", None,
+               "the FLUX transparent VAE (decoder + offset encoder)", FLUX_REPOSITORY, FLUX_REVISION,
+               source="TransparentVAE.pth"),
 )}
+
+# The FLUX port ships decoder and encoder in one file, under these key prefixes.
+CODEC_PREFIXES = {"decoder": "decoder.", "encoder": "encoder."}
 
 
 def file_for(base: str, kind: str) -> WeightFile:
@@ -95,6 +114,14 @@ def file_for(base: str, kind: str) -> WeightFile:
     if len(matches) != 1:
         raise KeyError(f"no single {kind} file for {base}: {[f.name for f in matches]}")
     return matches[0]
+
+
+def codec_file(base: str, kind: str) -> tuple[WeightFile, str]:
+    """(file, key prefix) holding the `kind` ('decoder' or 'encoder') of `base`'s transparent VAE."""
+    combined = [f for f in REGISTRY.values() if f.base == base and f.kind == "codec"]
+    if combined:
+        return combined[0], CODEC_PREFIXES[kind]
+    return file_for(base, kind), ""
 
 
 class WeightFileError(RuntimeError):
@@ -200,11 +227,32 @@ def _verify(weight: WeightFile, path: str, server_sha: str | None) -> None:
         )
 
 
-def ensure(weight: WeightFile, folders: Sequence[str], progress: Progress | None = None) -> str:
-    """Path of `weight` in the first folder that has it, downloading it into the first folder if none does."""
+Convert = Callable[[str, str], None]  # (published pickle, safetensors file to write)
+
+
+def ensure(weight: WeightFile, folders: Sequence[str], progress: Progress | None = None,
+           convert: Convert | None = None, elsewhere: Sequence[str] = ()) -> str:
+    """Path of `weight` in the first folder that has it (`folders`, then `elsewhere`), downloading it into the
+    first folder if none does.
+
+    A file converted from a published pickle is made once from that pickle (found in `folders` or
+    `elsewhere`, or downloaded) by `convert`, beside it when it lies in `folders`, else in the first folder.
+    """
     if not folders:
         raise WeightFileError(f"No '{FOLDER_NAME}' model folder is configured to hold {weight.name}.")
-    return find_local(weight, folders) or download(weight, folders[0], progress)
+    found = find_local(weight, [*folders, *elsewhere])
+    if found or weight.source is None:
+        return found or download(weight, folders[0], progress)
+    if convert is None:
+        raise WeightFileError(f"{weight.name} is made from {weight.source}, but no converter was given.")
+    source = REGISTRY[weight.source]
+    source_path = find_local(source, [*folders, *elsewhere]) or download(source, folders[0], progress)
+    source_folder = os.path.dirname(source_path)
+    target_folder = source_folder if source_folder in folders else folders[0]
+    target = os.path.join(target_folder, weight.name)
+    log.info("Converting %s to %s (once)", source_path, target)
+    convert(source_path, target)
+    return target
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:

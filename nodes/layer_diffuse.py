@@ -1,4 +1,4 @@
-"""Nodes that turn an SDXL or SD1.5 MODEL into a transparent-image / layer generator."""
+"""Nodes that turn an SDXL, SD1.5 or FLUX.1 MODEL into a transparent-image / layer generator."""
 
 from __future__ import annotations
 
@@ -38,18 +38,19 @@ class _ModelPatchNode:
 
 class LayerDiffuseApply(_ModelPatchNode):
     DESCRIPTION = ("Makes the model generate images with real transparency (decode them with Layer Diffuse "
-                   "Decode). Works on SDXL and SD1.5 checkpoints; the weights download on first use.")
+                   "Decode). Works on SDXL, SD1.5 and FLUX.1 models; the weights download on first use.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SDXL or SD1.5 model (from Load Checkpoint)."}),
+                "model": ("MODEL", {"tooltip": "An SDXL or SD1.5 model (from Load Checkpoint), or FLUX.1 (from Load "
+                                               "Diffusion Model)."}),
                 "mode": ([AUTO] + [m.name for m in TRANSPARENT_MODES], {
                     "default": AUTO,
                     "tooltip": "'auto' picks the mode for the connected model: attention injection for SDXL, "
-                               "attention sharing for SD1.5. Conv injection (SDXL) keeps prompts a little "
-                               "less faithful but works with more fine-tunes."}),
+                               "attention sharing for SD1.5, the transparency LoRA for FLUX.1. Conv injection "
+                               "(SDXL) keeps prompts a little less faithful but works with more fine-tunes."}),
                 "weight": WEIGHT,
             },
             "optional": {"start_percent": START, "end_percent": END},
@@ -59,6 +60,8 @@ class LayerDiffuseApply(_ModelPatchNode):
         chosen = transparent_mode(mode, host.base_from_model(model))
         if chosen.kind == "weights":
             return (host_patches.apply_weight_deltas(model, chosen, weight, 0, start_percent, end_percent),)
+        if chosen.kind == "peft_lora":
+            return (host_patches.apply_peft_lora(model, chosen, weight, start_percent, end_percent),)
         return (host_patches.apply_attention_sharing(model, chosen, weight, start_percent, end_percent),)
 
 

@@ -1,4 +1,4 @@
-"""Nodes for transparent images: RGBA decode (single and multi-layer batches) and RGBA encode."""
+"""Nodes for transparent images: RGBA decode (single and multi-layer batches) and RGBA encode (SD1.5, SDXL, FLUX)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ CATEGORY = "layer_diffuse"
 SD_VERSION = (
     [host.AUTO, *host.BASE_CHOICES],
     {"default": host.AUTO,
-     "tooltip": "Which LayerDiffusion weights to use. 'auto' reads it from the MODEL input (connect it); "
-                "otherwise pick the base your checkpoint belongs to."},
+     "tooltip": "Which transparent VAE to use. 'auto' reads it from the MODEL input, or picks FLUX for a "
+                "16-channel latent; SD1.5 and SDXL latents look alike, so connect the MODEL for those or pick "
+                "the base your checkpoint belongs to."},
 )
 MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made the latent, so sd_version 'auto' can tell "
-                                   "SD1.5 from SDXL."})
+                                   "SD1.5, SDXL and FLUX apart."})
 AUGMENTATION_CHOICES = [str(n) for n in sorted(AUGMENTATIONS, reverse=True)]
 DECODE_OPTIONS = {
     "augmentations": (AUGMENTATION_CHOICES, {
@@ -72,8 +73,8 @@ class LayerDiffuseDecode:
         }
 
     def decode(self, samples, images, sd_version, augmentations, sub_batch_size, model=None):
-        base = host.resolve_base(sd_version, model)
         rgb, latent = _to_bchw(images[..., :3]).float(), samples["samples"]
+        base = host.resolve_base(sd_version, model, latent.shape[1])
         check_latent_matches_image(rgb, latent)  # before any weight is loaded or downloaded
         rgba = host.decode_rgba_batch(latent, rgb, base, int(augmentations), sub_batch_size)
         return _outputs(rgba)
@@ -109,8 +110,8 @@ class LayerDiffuseDecodeSplit:
         }
 
     def decode(self, samples, images, layers, sd_version, augmentations, sub_batch_size, model=None):
-        base = host.resolve_base(sd_version, model)
         rgb, latent = _to_bchw(images[..., :3]).float(), samples["samples"]
+        base = host.resolve_base(sd_version, model, latent.shape[1])
         check_latent_matches_image(rgb, latent)
         if latent.shape[0] % layers:
             raise ValueError(
@@ -139,7 +140,7 @@ class LayerDiffuseEncode:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "An RGBA image (4 channels), or an RGB image with the mask input."}),
-                "vae": ("VAE", {"tooltip": "The checkpoint's VAE (SD1.5 or SDXL)."}),
+                "vae": ("VAE", {"tooltip": "The model's VAE (SD1.5 or SDXL checkpoint, or FLUX's ae.safetensors)."}),
                 "sd_version": SD_VERSION,
             },
             "optional": {
@@ -150,8 +151,8 @@ class LayerDiffuseEncode:
         }
 
     def encode(self, image, vae, sd_version, mask=None, model=None):
-        base = host.resolve_base(sd_version, model)
-        host.check_vae(vae)
+        base = host.resolve_base(sd_version, model, getattr(vae, "latent_channels", None), check=False)
+        host.check_vae(vae, base)
         rgb, alpha = host.crop_for_vae(vae, *split_alpha(image, mask))
         rgb, alpha = _to_bchw(rgb), _to_bchw(alpha)
         return ({"samples": host.encode_rgba(vae, rgb, alpha, base)},)

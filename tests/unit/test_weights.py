@@ -55,16 +55,22 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_registry_covers_every_published_file_with_pinned_hashes():
-    assert len(weights.REGISTRY) == 14
-    assert weights.REVISION in weights.DEFAULT_BASE_URL
+def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
+    monkeypatch.delenv(weights.BASE_URL_ENV, raising=False)
+    assert len(weights.REGISTRY) == 17
     for entry in weights.REGISTRY.values():
-        assert entry.name.endswith(".safetensors") and entry.base in (weights.SDXL, weights.SD15)
+        assert entry.base in (weights.SDXL, weights.SD15, weights.FLUX)
+        assert entry.name.endswith(".safetensors") or entry.kind == "pickle"
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        pinned = weights.REVISION if entry.base != weights.FLUX else weights.FLUX_REVISION
+        assert entry.url == f"https://huggingface.co/{entry.repository}/resolve/{pinned}/{entry.name}"
     unhashed = {n for n, e in weights.REGISTRY.items() if e.sha256 is None}
-    assert unhashed == {"vae_transparent_encoder.safetensors", "layer_sd15_vae_transparent_encoder.safetensors"}
+    assert unhashed == {"vae_transparent_encoder.safetensors", "layer_sd15_vae_transparent_encoder.safetensors",
+                        "layerlora.safetensors", "TransparentVAE.pth", "TransparentVAE.safetensors"}
     assert weights.file_for(weights.SD15, "decoder").name == "layer_sd15_vae_transparent_decoder.safetensors"
     assert weights.file_for(weights.SDXL, "encoder").name == "vae_transparent_encoder.safetensors"
+    assert weights.codec_file(weights.FLUX, "decoder") == (weights.REGISTRY["TransparentVAE.safetensors"], "decoder.")
+    assert weights.codec_file(weights.SDXL, "decoder") == (weights.REGISTRY["vae_transparent_decoder.safetensors"], "")
 
 
 def test_download_with_the_right_hash_lands_in_place(server_url, tmp_path, monkeypatch):
