@@ -6,7 +6,6 @@ Run through `python3 run.py --test`, which installs the host and keeps this chec
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,6 @@ hostimport.import_pack()
 @pytest.fixture(scope="session")
 def fixture_cache() -> Path:
     """Generated fixtures (random checkpoints and weight files) kept between runs, outside the repo."""
-    path = Path(os.environ.get("LAYER_SKETCH_TEST_CACHE", Path.home() / ".cache" / "comfyui-layer-sketch-tests"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from support.fixtures import cache_dir
+
+    return cache_dir()

@@ -16,6 +16,13 @@ import torch
 from comfyui_layer_sketch.layer_model.transparent_vae import TransparencyEncoder, TransparentDecoder
 
 HERE = Path(__file__).resolve().parent
+
+
+def cache_dir() -> Path:
+    """Where generated fixtures are kept between runs, outside the repo (LAYER_SKETCH_TEST_CACHE overrides)."""
+    path = Path(os.environ.get("LAYER_SKETCH_TEST_CACHE", Path.home() / ".cache" / "comfyui-layer-sketch-tests"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 SD15_CHECKPOINT = "random_sd15.safetensors"
 
 

@@ -49,6 +49,8 @@ def attention_sharing(model, frames: int, use_control: bool, seed: int = 0) -> d
 
 
 def save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    if path.is_symlink():  # a cached fixture linked in: replace the link, never write through it
+        path.unlink()
     safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
 

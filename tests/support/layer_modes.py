@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import comfy.sample
@@ -9,7 +11,7 @@ import comfy.supported_models
 import torch
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 
-from . import layer_files
+from . import fixtures, layer_files
 
 SD15_MODES = ("transparent", "joint", "fg2bg")
 _FILES = {"transparent": ("layer_sd15_transparent_attn.safetensors", 1, False),
@@ -21,11 +23,37 @@ def frames_of(mode: str) -> int:
     return _FILES[mode][1]
 
 
+def _layout_digest(model) -> str:
+    """The UNet's layout and a checksum of weights no patch replaces: what the generated files are built from.
+
+    (Not the whole state dict: units of an earlier sampled clone may still be patched into the model.)
+    """
+    unet = model.model.diffusion_model
+    ends = [unet.input_blocks[0][0].weight, unet.out[2].weight]
+    layout = (sorted(model.model.model_config.unet_config.items(), key=str), [round(float(w.sum()), 4) for w in ends])
+    return hashlib.sha1(repr(layout).encode()).hexdigest()[:16]
+
+
+def _install_cached(folder: Path, model, files: dict[str, Callable[[], dict]]) -> None:
+    """Link generated files into `folder`; each is made once per model layout, in the fixture cache.
+
+    Tests of many modes and samplers need the same few hundred MB of files: one copy on disk, not one per test.
+    """
+    cache = fixtures.cache_dir() / "layer_modes" / _layout_digest(model)
+    cache.mkdir(parents=True, exist_ok=True)
+    for name, make in files.items():
+        cached = cache / name
+        if not cached.exists():
+            fixtures._save(make(), cached)
+        if not (folder / name).exists():
+            (folder / name).symlink_to(cached)
+
+
 def install_mode_files(folder: Path, model) -> None:
     """Random weight files for every SD1.5 mode, built for `model`'s own attention modules."""
-    for name, frames, control in _FILES.values():
-        if not (folder / name).exists():
-            layer_files.save(layer_files.attention_sharing(model, frames, control), folder / name)
+    _install_cached(folder, model, {
+        name: (lambda f=frames, c=control: layer_files.attention_sharing(model, f, c))
+        for name, frames, control in _FILES.values()})
 
 
 def _prompt(seed: int, width: int = 768):
@@ -36,8 +64,9 @@ SDXL_MODES = ("SDXL transparent (attention injection)", "SDXL transparent (conv 
 
 
 def install_sdxl_files(folder: Path, model) -> None:
-    layer_files.save(layer_files.sdxl_attention_lora(model), folder / "layer_xl_transparent_attn.safetensors")
-    layer_files.save(layer_files.sdxl_conv_diff(model), folder / "layer_xl_transparent_conv.safetensors")
+    _install_cached(folder, model, {
+        "layer_xl_transparent_attn.safetensors": lambda: layer_files.sdxl_attention_lora(model),
+        "layer_xl_transparent_conv.safetensors": lambda: layer_files.sdxl_conv_diff(model)})
 
 
 def apply_mode(model, mode: str, weight: float = 1.0, start: float = 0.0, end: float = 1.0, size: int = 8):
