@@ -84,6 +84,7 @@ def pictures() -> dict[str, Image.Image]:
         f"{PREFIX}background.png": background(512),
         f"{PREFIX}background_1024.png": background(1024),
         f"{PREFIX}transparent.png": transparent_object(),
+        f"{PREFIX}transparent_1024.png": transparent_object(1024),
     }
 
 
