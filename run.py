@@ -34,8 +34,8 @@ MODEL_FOLDERS = ("checkpoints", "vae", "loras", "controlnet", "clip", "clip_visi
 
 # On the oldest supported host: what depends on the host (in-process host tests, every shipped
 # workflow over HTTP, bad inputs, the editor smoke test); the rest is the same code on any host.
-FLOOR_TESTS = ("tests/host", "tests/e2e/test_all_workflows.py", "tests/e2e/test_bad_inputs.py",
-               "tests/e2e/test_workflows.py", "tests/e2e/test_editor_smoke.py")
+FLOOR_TESTS = ("tests/host", "tests/e2e/test_all_workflows.py", "tests/e2e/test_flux_http.py",
+               "tests/e2e/test_bad_inputs.py", "tests/e2e/test_workflows.py", "tests/e2e/test_editor_smoke.py")
 FLOOR_SKIPS = "tests/e2e/test_workflows.py::test_ui_workflow_is_generated_from_its_api_copy"  # newest host only
 
 

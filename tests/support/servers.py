@@ -11,7 +11,7 @@ import hostenv
 import torch
 from host_server import ComfyServer, free_port
 
-from . import fixtures, layer_files
+from . import fixtures, flux_models, layer_files
 
 _RUNNING: list[ComfyServer] = []
 
@@ -45,6 +45,28 @@ def sd15_setup(make_dir: Callable[[str], Path], cache: Path) -> tuple[Path, Path
     shutil.copy(fixtures.encoder_file(cache), layer_folder / "layer_sd15_vae_transparent_encoder.safetensors")
     for name in ("transparent_attn", "joint", "fg2bg", "bg2fg"):
         (layer_folder / f"layer_sd15_{name}.safetensors").symlink_to(layer_files.published_sharing_file(cache, name))
+    return base, layer_folder
+
+
+FLUX_TEST_NODES = Path(__file__).resolve().parent / "flux_test_nodes"
+
+
+def flux_setup(make_dir: Callable[[str], Path], cache: Path) -> tuple[Path, Path]:
+    """(base dir, layer_model folder) with the reduced FLUX.1-dev and a random `ae` under the names the shipped
+    FLUX graphs use, the FLUX LoRA and TransparentVAE.pth in the layer_model folder, and the test-only
+    conditioning node in custom_nodes."""
+    base = new_base_dir(make_dir, {
+        "diffusion_models": {"flux1-dev.safetensors": flux_models.reduced_flux_file(cache)},
+        "vae": {"ae.safetensors": flux_models.flux_vae_file(cache)},
+    })
+    (base / "custom_nodes" / FLUX_TEST_NODES.name).symlink_to(FLUX_TEST_NODES, target_is_directory=True)
+    layer_folder = make_dir("flux_models") / "layer_model"
+    layer_folder.mkdir()
+    lora = cache / "random_flux_layerlora_d1s1.safetensors"
+    if not lora.exists():
+        fixtures._save(flux_models.peft_lora(scale=0.05), lora)
+    (layer_folder / "layerlora.safetensors").symlink_to(lora)
+    (layer_folder / "TransparentVAE.pth").symlink_to(flux_models.transparent_vae_pth(cache))
     return base, layer_folder
 
 
