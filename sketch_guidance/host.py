@@ -56,7 +56,9 @@ def base_of(model: ModelPatcher) -> str:
     if latent_format is comfy.latent_formats.SD15:
         return "SD15"
     raise ValueError(f"Sketch guidance supports SD1.5 and SDXL models; the connected MODEL is "
-                     f"{type(model.model.model_config).__name__}.")
+                     f"{type(model.model.model_config).__name__}. Its edge predictors read a UNet's features, "
+                     "which FLUX and other transformer models do not have: sample the sketch-guided image with an "
+                     "SD1.5 or SDXL checkpoint (a ControlNet of your model's family can follow lines too).")
 
 
 def predictor_path(name: str) -> str:

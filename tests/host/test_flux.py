@@ -12,7 +12,7 @@ import torch
 from comfyui_layer_sketch.layer_model import host
 from comfyui_layer_sketch.layer_model.transparent_codec import FLUX_CODEC, encoder_inputs
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
-from support import flux_models, layer_files
+from support import fixtures, flux_models, layer_files
 from support.flux_models import HIDDEN, SWAPPED_HALVES, diffusers_lora_targets, flux_conditioning, peft_lora
 from support.host_models import small_vae, tiny_model
 
@@ -178,3 +178,12 @@ def test_encode_adds_the_scaled_offset_in_posterior_std_units(flux_codec, fixtur
     torch.testing.assert_close(latent["samples"], mean + std * offset.float() * 300.0, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="needs the FLUX.1 VAE"):
         Encode().encode(rgba, small_vae(), "FLUX")
+
+
+def test_sketch_guidance_on_flux_is_refused_with_what_to_do(flux, fixture_cache, predictor_folder):
+    (predictor_folder / "sd15.safetensors").symlink_to(fixtures.edge_predictor_file(fixture_cache))
+    (predictor,) = NODE_CLASS_MAPPINGS["SketchGuidanceLoadPredictor"]().load("sd15.safetensors")
+    sketch = torch.ones(1, 64, 64, 3)
+    with pytest.raises(ValueError, match="supports SD1.5 and SDXL models; the connected MODEL is Flux.*checkpoint"):
+        NODE_CLASS_MAPPINGS["SketchGuidanceApply"]().apply(flux, flux_models.flux_vae(fixture_cache), predictor,
+                                                           sketch, 1.6, 0.5)

@@ -124,8 +124,11 @@ def small_flux_vae(seed: int = 0) -> comfy.sd.VAE:
     """A narrow host KL VAE with FLUX's 16-channel latent: fast enough to train an encoder against."""
     autoencoder = AutoencoderKL(ddconfig=SMALL_AE_CONFIG, embed_dim=16)
     randomize(autoencoder, seed)
-    return comfy.sd.VAE(sd=autoencoder.state_dict(), config={"params": {"ddconfig": SMALL_AE_CONFIG,
-                                                                         "embed_dim": 16}})
+    with torch.no_grad():  # a posterior with some spread, as trained VAEs have
+        autoencoder.quant_conv.weight.mul_(20.0)
+    vae = comfy.sd.VAE(sd=autoencoder.state_dict(), config={"params": {"ddconfig": SMALL_AE_CONFIG, "embed_dim": 16}})
+    vae.latent_channels = 16  # the host reads it from the file's keys, which a given config skips
+    return vae
 
 
 def transparent_vae_state(seed: int = 0, dtype=torch.float16) -> dict[str, torch.Tensor]:
