@@ -176,3 +176,46 @@ def test_flux_encoder_input_is_colour_then_alpha():
     assert torch.equal(flux_input[:, :3], sd_input[:, 1:])
     assert FLUX_CODEC.encoder()(flux_input).shape == (1, 16, 2, 2)
     assert FLUX_CODEC.offset_scale == 300.0 and SD_CODEC.offset_scale == 1.0
+
+
+def test_a_missing_pickle_is_downloaded_checked_by_the_stated_hash_and_converted(tmp_path, published_state,
+                                                                                monkeypatch):
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served.pth"
+    torch.save(published_state, served)
+    body = served.read_bytes()
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            requests.append(self.path)
+            if not self.path.endswith("/TransparentVAE.pth"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(weights.BASE_URL_ENV, f"http://127.0.0.1:{server.server_address[1]}/hub")
+    monkeypatch.delenv(weights.OFFLINE_ENV, raising=False)
+    folder = tmp_path / "layer_model"
+    folder.mkdir()
+    try:
+        path = weights.ensure(weights.REGISTRY["TransparentVAE.safetensors"], [str(folder)],
+                              convert=convert_pickled_codec)
+    finally:
+        server.shutdown()
+    assert requests == ["/hub/TransparentVAE.pth"], "only the published pickle is fetched, once"
+    assert path == str(folder / "TransparentVAE.safetensors")
+    assert sorted(p.name for p in folder.iterdir()) == ["TransparentVAE.pth", "TransparentVAE.safetensors"]
+    assert set(safetensors.torch.load_file(path)) == set(published_state)
