@@ -75,7 +75,12 @@ def convert_pickled_codec(source: str, target: str) -> None:
     """
     tensors = codec_tensors(read_pickled_state(source), source)
     folder = os.path.dirname(target) or "."
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=folder)
+    try:
+        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=folder)
+    except OSError as err:
+        raise WeightFileError(f"Could not write the converted {os.path.basename(target)} into {folder} ({err}). "
+                              "Make that folder writable, or put TransparentVAE.pth into a writable "
+                              "models/layer_model folder.") from err
     os.close(fd)
     try:
         safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import comfy.model_base
 import comfy.sample
 import comfy.utils
+import folder_paths
 import pytest
 import torch
 from comfyui_layer_sketch.layer_model import host
@@ -187,3 +188,14 @@ def test_sketch_guidance_on_flux_is_refused_with_what_to_do(flux, fixture_cache,
     with pytest.raises(ValueError, match="supports SD1.5 and SDXL models; the connected MODEL is Flux.*checkpoint"):
         NODE_CLASS_MAPPINGS["SketchGuidanceApply"]().apply(flux, flux_models.flux_vae(fixture_cache), predictor,
                                                            sketch, 1.6, 0.5)
+
+
+def test_a_lora_where_other_guides_put_it_is_used(flux, layer_folder, tmp_path, monkeypatch):
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    layer_files.save(peft_lora(), loras / LORA_NAME)  # the FLUX port's instructions use models/loras
+    _, extensions = folder_paths.folder_names_and_paths["loras"]
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], extensions))
+    (patched,) = Apply().apply(flux, FLUX_MODE, 1.0)
+    assert sum(len(v) for v in patched.patches.values()) == len(diffusers_lora_targets())
+    assert list(layer_folder.iterdir()) == [], "used where it is, not downloaded or copied"
