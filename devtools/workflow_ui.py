@@ -252,7 +252,8 @@ def _seed_control_problem(value) -> str | None:
 
 
 # Inputs naming the user's own files: any name is fine in a shipped workflow.
-USER_FILE_INPUTS = {"ckpt_name", "vae_name", "lora_name", "control_net_name", "image", "predictor_name"}
+USER_FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name1", "clip_name2", "vae_name", "lora_name", "control_net_name",
+                    "image", "predictor_name"}
 
 
 def value_problem(name: str, spec: list, value) -> str | None:

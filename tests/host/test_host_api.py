@@ -83,6 +83,7 @@ CONTRACT: tuple[Use, ...] = (
     module("comfy.cli_args", "sketch_guidance/cli.py"),
     module("comfy.latent_formats", f"{LH}, {SH}"),
     module("comfy.ldm.modules.attention", LP),
+    module("comfy.lora", LP),
     module("comfy.model_management", f"{LH}, {LP}, {SH}, {NODES}"),
     module("comfy.model_patcher", f"{LH}, {LP}, {SH}"),
     module("comfy.ops", LP),
@@ -107,7 +108,8 @@ CONTRACT: tuple[Use, ...] = (
     # comfy.model_patcher: MODEL objects, and the pack's own models wrapped for model management
     Use("comfy.model_patcher.ModelPatcher", "(module, load_device=, offload_device=)", f"{LH}, {LP}, {SH}"),
     patcher("clone", "()", f"{LP}, {SH}"),
-    patcher("add_patches", "(patches, strength)", LP),
+    Use("comfy.model_patcher.ModelPatcher.add_patches", "(patches, strength)", LP, mentions=("append",),
+        subclasses=True),  # returns the keys it applied: the FLUX LoRA counts them
     patcher("add_object_patch", "(module_path, module)", LP),
     patcher("add_wrapper_with_key", "(wrapper_type, key, wrapper)", f"{LP}, {SH}"),
     patcher("remove_wrappers_with_key", "(wrapper_type, key)", LP),
@@ -167,6 +169,9 @@ CONTRACT: tuple[Use, ...] = (
     # Weight patches: a LoRA adapter or a "diff" with pad_weight (the wider conv_in).
     Use("comfy.weight_adapter.LoRAAdapter", "(loaded_keys, weights)", LP),
     Use("comfy.lora.calculate_weight", where=LP, mentions=("diff", "pad_weight")),
+    # The FLUX LoRA: the host's key map (diffusers names onto fused FLUX weights) and its LoRA reader.
+    Use("comfy.lora.model_lora_keys_unet", "(model, key_map)", LP, mentions=("Flux", "flux_to_diffusers")),
+    Use("comfy.lora.load_lora", "(lora, to_load, log_missing=)", LP),
     Use("comfy.patcher_extension.WrappersMP.APPLY_MODEL", where=f"{LP}, {SH}"),
     # comfy.samplers: the post-CFG args and transformer_options keys the pack reads, the feature probe
     Use("comfy.samplers.cfg_function", where=SH, mentions=("denoised", "input", "sigma", "sampler_post_cfg_function")),
@@ -199,6 +204,7 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{VAE}.device", where=LH),
     Use("comfy.latent_formats.SD15", where=f"{LH}, {SH}"),
     Use("comfy.latent_formats.SDXL", where=f"{LH}, {SH}"),
+    Use("comfy.latent_formats.Flux", where=LH),
     # comfy.utils
     Use("comfy.utils.ProgressBar", "(total)", f"{LH}, nodes/sketch.py"),
     Use("comfy.utils.ProgressBar.update_absolute", "(done, total)", f"{LH}, nodes/sketch.py"),

@@ -31,7 +31,7 @@ PACK_FOLDER = "comfyui_layer_sketch"  # the pack's folder name in custom_nodes: 
 OFFLINE_NOISE = re.compile(r"api\.comfy\.org|huggingface\.co|Content Security Policy")
 ARTIFACTS = hostenv.REPO / ".test-artifacts" / "editor"
 # Inputs of the pack's workflows that name the user's own files, not choices.
-MODEL_INPUTS = ["ckpt_name", "control_net_name", "predictor_name"]
+MODEL_INPUTS = ["ckpt_name", "unet_name", "clip_name1", "clip_name2", "vae_name", "control_net_name", "predictor_name"]
 PACK_CATEGORIES = {"layer_diffuse", "sketch_guidance"}
 PACK_WORKFLOWS = sorted(path.stem for path in (hostenv.REPO / "workflows").glob("*.json"))
 
