@@ -18,6 +18,7 @@ import folder_paths
 import torch
 
 from . import weights
+from .decode_precision import DeviceTraits, apply_setup, codec_setup
 from .pickled_codec import convert_pickled_codec
 from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
 
@@ -119,26 +120,31 @@ def ensure_weight(weight: weights.WeightFile) -> str:
 _loaded: dict[tuple, comfy.model_patcher.ModelPatcher] = {}
 
 
-def load_codec(kind: str, base: str) -> comfy.model_patcher.ModelPatcher:
+def device_traits(device: torch.device) -> DeviceTraits:
+    """What the codec set-up depends on, read from the host for `device`."""
+    bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()) \
+        or mm.should_use_bf16(device)
+    return DeviceTraits(kind=device.type, fp16_fast=mm.should_use_fp16(device), bf16_supported=bf16)
+
+
+def load_codec(kind: str, base: str, precision: str = AUTO,
+               traits: DeviceTraits | None = None) -> comfy.model_patcher.ModelPatcher:
     """The transparent decoder or encoder for `base`, wrapped for host model management.
 
     Downloads the file if it is missing. The host moves the module between devices (call
-    `mm.load_models_gpu([patcher])` before use); it runs in fp16 where the device supports it.
+    `mm.load_models_gpu([patcher])` before use). Its number format and layout follow `precision`
+    on this kind of device (`decode_precision.codec_setup`); `traits` defaults to the load device's.
     """
+    load_device = mm.get_torch_device()
+    setup = codec_setup(precision, traits or device_traits(load_device))
     weight, prefix = weights.codec_file(base, kind)
     path = ensure_weight(weight)
     stat = os.stat(path)
-    load_device = mm.get_torch_device()
-    dtype = torch.float16 if mm.should_use_fp16(load_device) else torch.float32
-    key = (path, kind, stat.st_mtime_ns, stat.st_size, dtype)
+    key = (path, kind, stat.st_mtime_ns, stat.st_size, setup)
     if key not in _loaded:
         for old in [k for k in _loaded if k[:2] == (path, kind)]:
-            del _loaded[old]
-        module = _build(kind, base, weight, path, prefix).to(dtype)
-        if kind == "decoder" and load_device.type == "cuda":
-            # Faster convolutions on GPUs. Not on CPUs: PyTorch's channels_last GroupNorm kernel there
-            # drifts by 2e-4 at 1024 px, and making it exact costs more than the layout gains.
-            module = module.to(memory_format=torch.channels_last)
+            del _loaded[old]  # one copy per file in memory: the file changed, or another set-up was asked for
+        module = apply_setup(_build(kind, base, weight, path, prefix), setup)
         _loaded[key] = comfy.model_patcher.ModelPatcher(
             module, load_device=load_device, offload_device=mm.vae_offload_device()
         )
@@ -194,13 +200,14 @@ def decoder_pass_bytes(patcher: comfy.model_patcher.ModelPatcher, height: int, w
     return DECODER_BYTES_PER_PIXEL_FP32 * padded * dtype_size // 4
 
 
-def decoder_passes_that_fit(patcher: comfy.model_patcher.ModelPatcher, height: int, width: int) -> int:
-    """How many decoder passes to run at once: what fits in free memory, and 1 on CPUs.
+def decoder_passes_that_fit(patcher: comfy.model_patcher.ModelPatcher, height: int, width: int,
+                            batch_passes: bool = True) -> int:
+    """How many decoder passes to run at once: what fits in free memory, or 1 where batching does not pay.
 
     On a CPU the convolutions already keep every core busy: batching 8 passes measured 2-34% slower
     than one at a time (bench/decode.py, 512-1024 px) for 4x the memory.
     """
-    if patcher.load_device.type == "cpu":
+    if not batch_passes:
         return 1
     free = mm.get_free_memory(patcher.load_device)
     return max(1, int(0.8 * free) // decoder_pass_bytes(patcher, height, width))
@@ -250,18 +257,21 @@ def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[t
 
 
 def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmentations: int,
-                      sub_batch_size: int) -> torch.Tensor:
+                      sub_batch_size: int, precision: str = AUTO, traits: DeviceTraits | None = None) -> torch.Tensor:
     """RGBA [B,4,H,W] from latents and their VAE-decoded RGB [B,3,H,W], run the host's way.
 
     The decoder is loaded through model management with room for its activations, shows a host
     progress bar, and on running out of memory retries with fewer passes at once, as VAE Decode does.
+    `traits` makes the set-up choices of another kind of device (tests run the GPU path on a CPU).
     """
-    patcher = load_codec("decoder", base)
+    traits = traits or device_traits(mm.get_torch_device())
+    batch_passes = codec_setup(precision, traits).batch_passes
+    patcher = load_codec("decoder", base, precision, traits)
     height, width = rgb.shape[-2:]
     passes = min(sub_batch_size, rgb.shape[0] * augmentations)
     while True:
         decoder = prepare(patcher, working_memory=passes * decoder_pass_bytes(patcher, height, width))
-        passes = min(passes, decoder_passes_that_fit(patcher, height, width))
+        passes = min(passes, decoder_passes_that_fit(patcher, height, width, batch_passes))
         bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
         try:
             return decode_rgba(decoder, rgb, latent.float(), augmentations, passes, progress=bar.update)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .alpha import composite_on_grey, fill_transparent_rgb
+from .median import lower_median
 from .transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
 from .weights import FLUX, SD15, SDXL
 
@@ -102,7 +103,7 @@ def _passes_by_shape(batch: int, variants: Sequence[Variant]) -> list[list[tuple
 
 
 def _memory_format_of(weight: torch.Tensor) -> torch.memory_format:
-    """Activations are fed in the weights' layout (channels_last pays off on GPUs, not on CPUs)."""
+    """Activations are fed in the weights' layout (see `decode_precision` for which is chosen)."""
     if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
@@ -154,8 +155,7 @@ def decode_rgba(
                 results[v, b] = invert_variant(y, variants[v])
             if progress is not None:
                 progress(len(chunk))
-    median = results[0] if len(variants) == 1 else torch.median(results, dim=0).values
-    return _split_alpha_last(median[..., :height, :width])
+    return _split_alpha_last(lower_median(results.unbind(0))[..., :height, :width])
 
 
 @torch.inference_mode()

@@ -1,7 +1,8 @@
 """`python -m sketch_guidance.train`: train an edge predictor for a checkpoint from a folder of images.
 
 Run it with ComfyUI's Python from the pack's folder (ComfyUI/custom_nodes/<pack>); ComfyUI itself is
-found two folders up, or with --comfyui / COMFYUI_PATH.
+found two folders up, or with --comfyui / COMFYUI_PATH. The same command runs under torchrun on several
+GPUs or machines (see TORCHRUN).
 """
 
 # The command's arguments and files only: train.py runs the command and imports this module, never the
@@ -18,6 +19,13 @@ from pathlib import Path
 from .train_config import TrainConfig
 
 DEFAULTS = TrainConfig()
+TORCHRUN = """several GPUs or machines: start the same command under PyTorch's torchrun, e.g.
+  torchrun --nproc_per_node 2 -m sketch_guidance.train --checkpoint ... --images ...
+  torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint HOST:PORT \\
+      -m sketch_guidance.train ...   (on each machine)
+One process per GPU (nccl), or gloo with --cpu. --batch-size stays the images of each step in all: the
+processes share them out, so the result does not depend on the number of processes, and a stopped run
+resumes with any number. Rank 0 prints and writes the files."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,8 @@ class TrainCommand:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sketch_guidance.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sketch_guidance.train", description=__doc__.split("\n\n")[0],
+                                     epilog=TORCHRUN, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint file, or its name inside MODELS/checkpoints when --models is given")
     parser.add_argument("--models", help="a ComfyUI models folder (checkpoints/ and edge_predictor/ inside)")
@@ -44,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", help="predictor file to write (default: MODELS/edge_predictor/"
                                          "<checkpoint>_edges.safetensors, or beside the checkpoint)")
     parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help="images per optimiser step, over all processes together under torchrun (each "
+                             "process computes batch/N of them); the paper: 16")
     parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="Adam learning rate")
     parser.add_argument("--resolution", type=int, default=512, help="training image size (square, multiple of 8)")
     parser.add_argument("--pixels-per-image", type=int, default=DEFAULTS.pixels_per_image,

@@ -65,6 +65,14 @@ class ImageFolder:
             pixels = _square(image.convert("RGB"), self.resolution)
         return TrainingImage(pixels, photo_edges(pixels), self.caption(index))
 
+    def contents(self) -> str:
+        """The files' names and sizes and the resolution: what every process of a run must see alike (unlike
+        the fingerprint, it does not change when the folder is copied to another machine)."""
+        digest = hashlib.sha256(str(self.resolution).encode())
+        for path in self.paths:
+            digest.update(f"{os.path.basename(path)}:{os.path.getsize(path)}".encode())
+        return digest.hexdigest()
+
     def fingerprint(self) -> str:
         """Changes when files are added, removed or modified (decides whether a saved run may resume)."""
         digest = hashlib.sha256(str(self.resolution).encode())

@@ -240,6 +240,11 @@ def predicted_edges(model: ModelPatcher, predictor: EdgePredictor, positive, x: 
         return predictor.to(features.device).eval()(features, noise_level(x_in, denoised, sigmas))
 
 
+def torch_device() -> torch.device:
+    """The device the host runs models on (after --cpu and, under torchrun, this process's GPU)."""
+    return mm.get_torch_device()
+
+
 class HostFeatureSource:
     """The training's view of the host: VAE, text encoder and UNet of the user's checkpoint."""
 
@@ -250,7 +255,7 @@ class HostFeatureSource:
         self.base = base_of(model)
         self.layer_set, self.layers = layer_set_name, layer_set(layer_set_name)
         self.feature_channels = feature_channels(model.model.diffusion_model, self.layers)
-        self.device = mm.get_torch_device()
+        self.device = torch_device()
         self._conds: dict[str, list] = {}
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import comfy.model_management as mm
 import pytest
 import torch
 from comfyui_layer_sketch.layer_model import host, weights
+from comfyui_layer_sketch.layer_model.decode_precision import DeviceTraits
 from comfyui_layer_sketch.layer_model.weights import WeightFileError
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 from support import fixtures
@@ -133,3 +134,31 @@ def test_encode_refuses_rgb_without_mask_and_mismatched_masks(layer_folder):
         Encode().encode(image[..., :3], vae, "SD1.5")
     with pytest.raises(ValueError, match="mask is 32x32 px but the image is 64x64"):
         Encode().encode(image[..., :3], vae, "SD1.5", mask=torch.zeros(1, 32, 32))
+
+
+def test_each_precision_through_the_node_and_the_gpu_set_up_run_on_this_cpu(sd15_codecs):
+    samples, images = _latent_and_image(2, 64, 64, seed=3)
+    reference, _, _ = Decode().decode(samples, images, "SD1.5", "4", 8, precision="fp32")
+    for precision in ("auto", "bf16", "fp16"):
+        rgba, _, _ = Decode().decode(samples, images, "SD1.5", "4", 8, precision=precision)
+        assert 0 < (rgba - reference).abs().max() <= 3e-2 or precision == "auto", precision
+    # The GPU branch (fp16, channels_last, several passes at once as memory allows), forced on this device.
+    gpu = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=True)
+    batch_sizes: list[int] = []
+    patcher = host.load_codec("decoder", weights.SD15, "auto", gpu)
+    hook = patcher.model.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    try:
+        rgba = host.decode_rgba_batch(samples["samples"], images.movedim(-1, 1), weights.SD15, 4, 8, "auto", gpu)
+    finally:
+        hook.remove()
+    assert next(patcher.model.parameters()).dtype == torch.float16
+    assert patcher.model.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert max(batch_sizes) > 1, "the GPU set-up runs several decoder passes at once"
+    assert (rgba.movedim(1, -1) - reference).abs().max() <= 1e-2
+
+
+def test_a_precision_the_device_cannot_run_is_refused_before_loading(layer_folder):
+    samples, images = _latent_and_image(1, 64, 64)
+    old_gpu = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=False)
+    with pytest.raises(ValueError, match="cannot compute in bf16"):
+        host.decode_rgba_batch(samples["samples"], images.movedim(-1, 1), weights.SD15, 1, 1, "bf16", old_gpu)

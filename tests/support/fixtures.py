@@ -80,6 +80,19 @@ def sd15_checkpoint(cache: Path) -> Path:
     return path
 
 
+SD15_SLIM_CHECKPOINT = "random_sd15_slim.safetensors"
+
+
+def sd15_slim_checkpoint(cache: Path) -> Path:
+    """An SD1.5 checkpoint the host loads as SD1.5, its UNet 320 channels wide on every level (the full
+    model widens to 1280): the same block layout and CLIP/VAE, for command-line runs many times over."""
+    path = cache / SD15_SLIM_CHECKPOINT
+    if not path.exists():
+        subprocess.run([sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path), "--slim"], check=True,
+                       env=dict(os.environ))
+    return path
+
+
 SD15_CONTROLNET = "random_controlnet_sd15.safetensors"
 
 

@@ -1,7 +1,9 @@
-"""Write a full-size SD1.5 checkpoint (UNet + CLIP-L + VAE, original LDM keys) with random weights.
+"""Write an SD1.5 checkpoint (UNet + CLIP-L + VAE, original LDM keys) with random weights.
 
-Built from the host's own classes so that `CheckpointLoaderSimple` detects it as SD1.5.
-Usage: python make_sd15_checkpoint.py OUT.safetensors   (needs LAYER_SKETCH_COMFY_DIR)
+Built from the host's own classes so that `CheckpointLoaderSimple` detects it as SD1.5. `--slim` keeps the
+UNet's block layout and its 320 base channels (what the host's SD1.5 detection checks) but does not widen
+the deeper levels: a checkpoint that loads and trains like SD1.5 at a fraction of the cost.
+Usage: python make_sd15_checkpoint.py OUT.safetensors [--slim]   (needs LAYER_SKETCH_COMFY_DIR)
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 
 
-def main(out: str) -> None:
+SLIM_SD15_UNET = dict(SD15_UNET, channel_mult=[1, 1, 1, 1])  # 2880 'paper' feature channels instead of 9280
+
+
+def main(out: str, slim: bool = False) -> None:
     generator = torch.Generator().manual_seed(0)
     state: dict[str, torch.Tensor] = {}
 
-    config = comfy.supported_models.SD15(SD15_UNET)
+    config = comfy.supported_models.SD15(SLIM_SD15_UNET if slim else SD15_UNET)
     config.set_inference_dtype(torch.float32, None)
     unet = config.get_model({}, "", device=torch.device("cpu")).diffusion_model.float()
     randomize(unet, generator)
@@ -55,4 +60,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], slim="--slim" in sys.argv[2:])
