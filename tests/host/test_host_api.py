@@ -98,6 +98,7 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.model_management.throw_exception_if_processing_interrupted", "()", LH),
     Use("comfy.model_management.get_torch_device", "()", f"{LH}, {LP}, {SH}"),
     Use("comfy.model_management.should_use_fp16", "(load_device)", LH),
+    Use("comfy.model_management.should_use_bf16", "(device)", LH),  # may a GPU decode in bf16
     Use("comfy.model_management.vae_offload_device", "()", LH),
     Use("comfy.model_management.unet_offload_device", "()", f"{LP}, {SH}"),
     Use("comfy.model_management.load_models_gpu", "(models, memory_required=, force_full_load=)", LH),
