@@ -150,7 +150,7 @@ class UpLevel(nn.Module):
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         for i, resnet in enumerate(self.resnets):
-            x = resnet(torch.cat([x, skips.pop().to(x.dtype)], dim=1))
+            x = resnet(torch.cat([x, skips.pop()], dim=1))
             if self.has_attention:
                 x = self.attentions[i](x)
         if self.has_upsample:
@@ -174,9 +174,6 @@ class TransparentDecoder(nn.Module):
     C is `config.latent_channels`: 4 for SD1.5/SDXL, 16 for the FLUX port's decoder.
 
     H and W must be multiples of `config.pad_multiple` (64); `decode_rgba` pads for you.
-
-    Its parts may hold different dtypes (a caller may keep some in fp32): activations are cast to
-    each part's dtype as they enter it.
     """
 
     def __init__(self, config: DecoderConfig | None = None) -> None:
@@ -213,23 +210,17 @@ class TransparentDecoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[0], 4, 3, padding=1)
 
     def forward(self, rgb: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(rgb.to(_dtype_of(self.conv_in)))
+        x = self.conv_in(rgb)
         skips = [x]
         for i, level in enumerate(self.down_blocks):
-            x = x.to(_dtype_of(level))
             if i == self.config.latent_level:
-                x = x + self.latent_conv_in(latent.to(_dtype_of(self.latent_conv_in))).to(x.dtype)
+                x = x + self.latent_conv_in(latent)
             x, level_skips = level(x)
             skips += level_skips
-        x = self.mid_block(x.to(_dtype_of(self.mid_block)))
+        x = self.mid_block(x)
         for level in self.up_blocks:
-            x = level(x.to(_dtype_of(level)), skips)
-        x = x.to(_dtype_of(self.conv_out))
+            x = level(x, skips)
         return self.conv_out(F.silu(self.conv_norm_out(x)))
-
-
-def _dtype_of(module: nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
 
 
 class TransparencyEncoder(nn.Module):
