@@ -18,7 +18,7 @@ import folder_paths
 import torch
 
 from . import weights
-from .decode_precision import DeviceTraits, apply_setup, codec_setup
+from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup
 from .pickled_codec import convert_pickled_codec
 from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
 
@@ -127,16 +127,15 @@ def device_traits(device: torch.device) -> DeviceTraits:
     return DeviceTraits(kind=device.type, fp16_fast=mm.should_use_fp16(device), bf16_supported=bf16)
 
 
-def load_codec(kind: str, base: str, precision: str = AUTO,
-               traits: DeviceTraits | None = None) -> comfy.model_patcher.ModelPatcher:
+def load_codec(kind: str, base: str, setup: CodecSetup | None = None) -> comfy.model_patcher.ModelPatcher:
     """The transparent decoder or encoder for `base`, wrapped for host model management.
 
     Downloads the file if it is missing. The host moves the module between devices (call
-    `mm.load_models_gpu([patcher])` before use). Its number format and layout follow `precision`
-    on this kind of device (`decode_precision.codec_setup`); `traits` defaults to the load device's.
+    `mm.load_models_gpu([patcher])` before use). Its number format and layout follow `setup`
+    (`decode_precision.codec_setup`); by default, `auto` on the load device.
     """
     load_device = mm.get_torch_device()
-    setup = codec_setup(precision, traits or device_traits(load_device))
+    setup = setup or codec_setup(AUTO, device_traits(load_device))
     weight, prefix = weights.codec_file(base, kind)
     path = ensure_weight(weight)
     stat = os.stat(path)
@@ -264,14 +263,13 @@ def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmen
     progress bar, and on running out of memory retries with fewer passes at once, as VAE Decode does.
     `traits` makes the set-up choices of another kind of device (tests run the GPU path on a CPU).
     """
-    traits = traits or device_traits(mm.get_torch_device())
-    batch_passes = codec_setup(precision, traits).batch_passes
-    patcher = load_codec("decoder", base, precision, traits)
+    setup = codec_setup(precision, traits or device_traits(mm.get_torch_device()))
+    patcher = load_codec("decoder", base, setup)
     height, width = rgb.shape[-2:]
     passes = min(sub_batch_size, rgb.shape[0] * augmentations)
     while True:
         decoder = prepare(patcher, working_memory=passes * decoder_pass_bytes(patcher, height, width))
-        passes = min(passes, decoder_passes_that_fit(patcher, height, width, batch_passes))
+        passes = min(passes, decoder_passes_that_fit(patcher, height, width, setup.batch_passes))
         bar = comfy.utils.ProgressBar(rgb.shape[0] * augmentations)
         try:
             return decode_rgba(decoder, rgb, latent.float(), augmentations, passes, progress=bar.update)

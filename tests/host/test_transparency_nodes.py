@@ -6,7 +6,7 @@ import comfy.model_management as mm
 import pytest
 import torch
 from comfyui_layer_sketch.layer_model import host, weights
-from comfyui_layer_sketch.layer_model.decode_precision import DeviceTraits
+from comfyui_layer_sketch.layer_model.decode_precision import DeviceTraits, codec_setup
 from comfyui_layer_sketch.layer_model.weights import WeightFileError
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 from support import fixtures
@@ -145,7 +145,7 @@ def test_each_precision_through_the_node_and_the_gpu_set_up_run_on_this_cpu(sd15
     # The GPU branch (fp16, channels_last, several passes at once as memory allows), forced on this device.
     gpu = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=True)
     batch_sizes: list[int] = []
-    patcher = host.load_codec("decoder", weights.SD15, "auto", gpu)
+    patcher = host.load_codec("decoder", weights.SD15, codec_setup("auto", gpu))
     hook = patcher.model.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
     try:
         rgba = host.decode_rgba_batch(samples["samples"], images.movedim(-1, 1), weights.SD15, 4, 8, "auto", gpu)
