@@ -1,10 +1,11 @@
 """How the transparent decoder and encoder run: number format, memory layout, passes at once.
 
 Pure torch. The choice depends only on the kind of device and what it supports, so the GPU choice
-can be made (and tested) on a CPU. Measured on a 2-core AVX512-BF16 CPU at 512 px (bench/decode.py,
-README): channels_last makes fp32 0.4x as long within 3e-5 of the plain layout; bf16 halves that again
-but drifts up to 2.4e-2 (mean 3e-3). Keeping the decoder's full-resolution parts in fp32 halves the
-drift but takes all of bf16's gain, so bf16 is all or nothing.
+can be made (and tested) on a CPU. Measured on a 2-core AVX512-BF16 CPU, one pass at 512 px
+(bench/decode.py; the README has 8 augmentations at 512-1024 px): channels_last makes fp32 0.4x as long
+within 3e-5 of the plain layout; bf16 halves that again but drifts up to 2.4e-2 (mean 3e-3). Keeping the
+decoder's full-resolution parts in fp32 halves the drift but takes all of bf16's gain, so bf16 is all or
+nothing.
 """
 
 from __future__ import annotations
