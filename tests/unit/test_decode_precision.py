@@ -14,7 +14,13 @@ from comfyui_layer_sketch.layer_model.decode_precision import (
     codec_setup,
 )
 from comfyui_layer_sketch.layer_model.median import SORTING_NETWORKS, lower_median
-from comfyui_layer_sketch.layer_model.transparent_codec import SD_CODEC, decode_rgba, decode_rgba_reference
+from comfyui_layer_sketch.layer_model.transparent_codec import (
+    SD_CODEC,
+    decode_rgba,
+    decode_rgba_reference,
+    encode_offset,
+    encoder_inputs,
+)
 
 CPU = DeviceTraits(kind="cpu", fp16_fast=False, bf16_supported=True)
 CUDA = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=True)
@@ -92,3 +98,19 @@ def test_each_precision_stays_within_its_drift_of_the_plain_fp32_loop(published_
     assert out[:, 3].std() > 0.05, "alpha must vary for the comparison to mean anything"
     if precision != "fp32":
         assert drift.max() > 0, "the reduced format must actually have been used"
+
+
+def test_the_encoder_runs_in_the_gpu_set_up_on_this_cpu():
+    """The transparent encoder follows the same choice (fp16, channels_last on CUDA); its offset comes back fp32."""
+    torch.manual_seed(2)
+    reference_encoder = SD_CODEC.encoder().eval()
+    gpu_encoder = SD_CODEC.encoder().eval()
+    gpu_encoder.load_state_dict(reference_encoder.state_dict())
+    apply_setup(gpu_encoder, codec_setup("auto", CUDA))
+    assert {p.dtype for p in gpu_encoder.parameters()} == {torch.float16}
+    rgb, alpha = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
+    _, encoder_input = encoder_inputs(rgb, alpha, SD_CODEC)
+    reference = encode_offset(reference_encoder, encoder_input)
+    offset = encode_offset(gpu_encoder, encoder_input)
+    assert offset.dtype == torch.float32 and offset.shape == (2, 4, 8, 8)
+    assert 0 < (offset - reference).abs().max() <= 1e-2 * reference.abs().max()
