@@ -125,8 +125,7 @@ def bench_base(base: str, layout, options, device: torch.device) -> None:
         setup = codec_setup(precision, traits)
         decoder = layout.decoder().eval()
         decoder.load_state_dict(plain_decoder.state_dict())
-        setups[f"{precision}:{setup.precision}{'/cl' if setup.channels_last else ''}"] = apply_setup(
-            decoder.to(device), setup)
+        setups[f"{precision}:{setup.precision}/cl"] = apply_setup(decoder.to(device), setup)
     channels = layout.latent_channels
     warm_rgb, warm_latent = torch.rand(1, 3, 64, 64), torch.randn(1, channels, 8, 8)  # first calls pay for set-up
     for decoder in setups.values():

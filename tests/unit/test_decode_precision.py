@@ -53,8 +53,8 @@ def test_lower_median_refuses_a_count_without_a_network():
 
 
 def test_auto_is_fp16_where_the_host_runs_fp16_and_fp32_on_cpus():
-    assert codec_setup("auto", CUDA) == CodecSetup("fp16", channels_last=True, batch_passes=True)
-    assert codec_setup("auto", CPU) == CodecSetup("fp32", channels_last=True, batch_passes=False)
+    assert codec_setup("auto", CUDA) == CodecSetup("fp16", batch_passes=True)
+    assert codec_setup("auto", CPU) == CodecSetup("fp32", batch_passes=False)
     assert codec_setup("bf16", CPU).dtype == torch.bfloat16
     assert codec_setup("fp32", CUDA).batch_passes
 
