@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full-size SD1.5 checkpoint")
     args = parser.parse_args()
     gpu = torch.cuda.device_count() >= 2
-    checkpoint = fixtures.sd15_checkpoint(CACHE) if args.full else fixtures.sd15_slim_checkpoint(CACHE)
+    checkpoint = fixtures.sd15_checkpoint(CACHE, slim=not args.full)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{checkpoint.name}, {args.size} px, {args.images} images, global batch {args.batch}, {args.steps} steps; "
           + ("2 GPUs (nccl)" if gpu else f"CPU (gloo), {cores} cores shared out among the processes"))

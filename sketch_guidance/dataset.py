@@ -68,19 +68,19 @@ class ImageFolder:
     def contents(self) -> str:
         """The files' names and sizes and the resolution: what every process of a run must see alike (unlike
         the fingerprint, it does not change when the folder is copied to another machine)."""
-        digest = hashlib.sha256(str(self.resolution).encode())
-        for path in self.paths:
-            digest.update(f"{os.path.basename(path)}:{os.path.getsize(path)}".encode())
-        return digest.hexdigest()
+        return self._digest(with_times=False)
 
     def fingerprint(self) -> str:
         """Changes when files are added, removed or modified (decides whether a saved run may resume)."""
+        return self._digest(with_times=True)
+
+    def _digest(self, with_times: bool) -> str:
         digest = hashlib.sha256(str(self.resolution).encode())
         for path in self.paths:
             stat = os.stat(path)
-            digest.update(f"{os.path.basename(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            modified = f":{stat.st_mtime_ns}" if with_times else ""
+            digest.update(f"{os.path.basename(path)}:{stat.st_size}{modified}".encode())
         return digest.hexdigest()
-
 
 def _readable(path: str) -> bool:
     try:

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 def _train_arguments(fixture_cache, images, output, steps: int) -> list[str]:
     return ["-m", "sketch_guidance.train", "--comfyui", str(hostenv.COMFY_DIR),
-            "--checkpoint", str(fixtures.sd15_slim_checkpoint(fixture_cache)), "--images", str(images),
+            "--checkpoint", str(fixtures.sd15_checkpoint(fixture_cache, slim=True)), "--images", str(images),
             "--output", str(output), "--steps", str(steps), "--batch-size", "4", "--lr", str(LEARNING_RATE),
             "--resolution", "64", "--pixels-per-image", "16", "--save-every", "1", "--cpu"]
 

@@ -71,25 +71,18 @@ def truncated_copy(source: Path, target: Path, keep: float = 0.5) -> Path:
     return target
 
 
-def sd15_checkpoint(cache: Path) -> Path:
-    """Full-size SD1.5 checkpoint with random weights (2 GiB, about 30 s to make once)."""
-    path = cache / SD15_CHECKPOINT
-    if not path.exists():
-        env = dict(os.environ)
-        subprocess.run([sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path)], check=True, env=env)
-    return path
-
-
 SD15_SLIM_CHECKPOINT = "random_sd15_slim.safetensors"
 
 
-def sd15_slim_checkpoint(cache: Path) -> Path:
-    """An SD1.5 checkpoint the host loads as SD1.5, its UNet 320 channels wide on every level (the full
-    model widens to 1280): the same block layout and CLIP/VAE, for command-line runs many times over."""
-    path = cache / SD15_SLIM_CHECKPOINT
+def sd15_checkpoint(cache: Path, slim: bool = False) -> Path:
+    """Full-size SD1.5 checkpoint with random weights (2 GiB, about 30 s to make once).
+
+    `slim`: one the host still loads as SD1.5, its UNet 320 channels wide on every level (the full model
+    widens to 1280): the same block layout and CLIP/VAE, for command-line runs many times over."""
+    path = cache / (SD15_SLIM_CHECKPOINT if slim else SD15_CHECKPOINT)
     if not path.exists():
-        subprocess.run([sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path), "--slim"], check=True,
-                       env=dict(os.environ))
+        command = [sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path)] + (["--slim"] if slim else [])
+        subprocess.run(command, check=True, env=dict(os.environ))
     return path
 
 
