@@ -1,13 +1,12 @@
 """Layered image files that editors open with their layers: OpenRaster (.ora) and Photoshop (.psd).
 
 Layers are straight-alpha RGBA uint8 arrays [H,W,4], bottom first, all the same size. Both writers
-write to a temporary file beside the target and rename it into place.
+write atomically (common/files.py): a file appears complete under its name, or not at all.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zipfile
 from collections.abc import Sequence
@@ -15,6 +14,8 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from PIL import Image
+
+from ._common import files
 
 THUMBNAIL_SIZE = 256
 
@@ -47,13 +48,6 @@ def _check(layers: Sequence[np.ndarray], names: Sequence[str]) -> None:
         raise ValueError(f"layers must be RGBA uint8 arrays of one size, got {sorted(shapes)}")
 
 
-def _replace_atomically(path: str, data: bytes) -> None:
-    tmp = f"{path}.part"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def ora_bytes(layers: Sequence[np.ndarray], names: Sequence[str]) -> bytes:
     """An OpenRaster file: `mimetype` first and uncompressed, stack.xml (top layer first), layer PNGs,
     the merged image and a thumbnail."""
@@ -81,7 +75,7 @@ def ora_bytes(layers: Sequence[np.ndarray], names: Sequence[str]) -> bytes:
 
 
 def write_ora(path: str, layers: Sequence[np.ndarray], names: Sequence[str]) -> None:
-    _replace_atomically(path, ora_bytes(layers, names))
+    files.write_bytes(path, ora_bytes(layers, names))
 
 
 def _pascal_name(name: str) -> bytes:
@@ -125,4 +119,4 @@ def psd_bytes(layers: Sequence[np.ndarray], names: Sequence[str]) -> bytes:
 
 
 def write_psd(path: str, layers: Sequence[np.ndarray], names: Sequence[str]) -> None:
-    _replace_atomically(path, psd_bytes(layers, names))
+    files.write_bytes(path, psd_bytes(layers, names))

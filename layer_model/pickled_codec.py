@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 import safetensors.torch
 import torch
 
+from ._common import files
 from .transparent_codec import FLUX_CODEC, CodecLayout
 from .weights import CODEC_PREFIXES, WeightFileError
 
@@ -76,17 +76,10 @@ def convert_pickled_codec(source: str, target: str) -> None:
     tensors = codec_tensors(read_pickled_state(source), source)
     folder = os.path.dirname(target) or "."
     try:
-        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=folder)
+        with files.atomic_path(target) as tmp_path:
+            safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_path,
+                                        metadata={"converted_from": os.path.basename(source)})
     except OSError as err:
         raise WeightFileError(f"Could not write the converted {os.path.basename(target)} into {folder} ({err}). "
                               "Make that folder writable, or put TransparentVAE.pth into a writable "
                               "models/layer_model folder.") from err
-    os.close(fd)
-    try:
-        safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_path,
-                                    metadata={"converted_from": os.path.basename(source)})
-        os.replace(tmp_path, target)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise

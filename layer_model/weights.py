@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 
 import safetensors.torch
 import torch
+
+from ._common import files
 
 REPOSITORY = "LayerDiffusion/layerdiffusion-v1"
 REVISION = "e337e9d7a0f2a6fee6c3580374327380f88d065b"
@@ -161,16 +162,10 @@ def download(weight: WeightFile, folder: str, progress: Progress | None = None, 
     os.makedirs(folder, exist_ok=True)
     final_path = os.path.join(folder, weight.name)
     log.info("Downloading %s (%s) from %s into %s", weight.name, weight.description, weight.url, folder)
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{weight.name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            server_sha = _stream(weight, out, progress, timeout, folder)
-        _verify(weight, tmp_path, server_sha)
-        os.replace(tmp_path, final_path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with files.atomic_file(final_path) as out:
+        server_sha = _stream(weight, out, progress, timeout, folder)
+        out.flush()
+        _verify(weight, out.name, server_sha)  # a mismatch raises, and the helper deletes the file
     return final_path
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..common import files
 from ..layer_model.alpha import composite_over, preview_on_checkerboard
 from ..layer_model.layered_files import write_ora, write_psd
 
@@ -139,6 +140,5 @@ def _uint8(layer: torch.Tensor) -> np.ndarray:
 
 
 def _save_png(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.part"
-    Image.fromarray(array, "RGBA").save(tmp, format="PNG", compress_level=4)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        Image.fromarray(array, "RGBA").save(tmp, format="PNG", compress_level=4)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 
 import safetensors.torch
@@ -17,6 +16,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ._common import files
 from .features import LAYER_SETS, Layer
 
 FORMAT = "comfyui-layer-sketch.edge-predictor"
@@ -99,13 +99,12 @@ class EdgePredictor(nn.Module):
 
 
 def save_predictor(predictor: EdgePredictor, path: str, info: PredictorInfo | None = None) -> None:
-    """Write atomically (temporary file, then rename)."""
+    """Write atomically (common/files.py)."""
     info = info or predictor.info
     state = {k: v.detach().float().contiguous() if v.is_floating_point() else v.detach().contiguous()
              for k, v in predictor.state_dict().items()}
-    tmp = f"{path}.part"
-    safetensors.torch.save_file(state, tmp, metadata=info.metadata())
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        safetensors.torch.save_file(state, tmp, metadata=info.metadata())
 
 
 def load_predictor(path: str) -> EdgePredictor:

@@ -22,6 +22,7 @@ from typing import Protocol
 import torch
 
 from . import cli, distributed
+from ._common import files
 from .dataset import DatasetError, ImageFolder
 from .features import Layer
 from .predictor import EdgePredictor, PredictorInfo, save_predictor
@@ -211,10 +212,9 @@ def _stop_message(run: _Run, err: Exception) -> str:
 
 
 def _save_state(path, fingerprint, predictor, optimizer, report, step) -> None:
-    tmp = path + ".part"
-    torch.save({"fingerprint": fingerprint, "step": step, "predictor": predictor.state_dict(),
-                "optimizer": optimizer.state_dict(), "losses": list(report.losses)}, tmp)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        torch.save({"fingerprint": fingerprint, "step": step, "predictor": predictor.state_dict(),
+                    "optimizer": optimizer.state_dict(), "losses": list(report.losses)}, tmp)
 
 
 def _saved_state(path: str, fingerprint: dict) -> dict | None:

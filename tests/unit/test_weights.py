@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import re
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 from comfyui_layer_sketch.layer_model import weights
 from comfyui_layer_sketch.layer_model.weights import WeightFile, WeightFileError
-
-PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
-PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves /good.bin, /truncated.bin (body shorter than Content-Length), /etag.bin, 404 otherwise."""
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        name = self.path.rsplit("/", 1)[-1]
-        if name not in ("good.bin", "truncated.bin", "etag.bin", "etag-wrong.bin"):
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
-        if name.startswith("etag"):
-            stated = PAYLOAD_SHA if name == "etag.bin" else "0" * 64
-            self.send_header("X-Linked-Etag", f'"{stated}"')
-        self.end_headers()
-        body = PAYLOAD[: len(PAYLOAD) // 3] if name == "truncated.bin" else PAYLOAD
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+from support.payload_server import PAYLOAD, PAYLOAD_SHA, payload_server
 
 
 @pytest.fixture(scope="module")
 def server_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/weights"
-    server.shutdown()
+    with payload_server() as base:
+        yield f"{base}/weights"
 
 
 def _file(name: str, sha: str | None = PAYLOAD_SHA) -> WeightFile:
