@@ -20,13 +20,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "devtools"))
 
-import host_client  # noqa: E402
 import hostenv  # noqa: E402
+import hostimport  # noqa: E402
 from host_server import ComfyServer  # noqa: E402
+
+client = hostimport.queue_client()  # the pack's queue client (queue_workflow.py), without ComfyUI
 
 MODEL_FOLDERS = ("checkpoints", "vae", "loras", "controlnet", "clip", "clip_vision", "embeddings",
                  "upscale_models", "layer_model", "edge_predictor")
@@ -87,71 +90,31 @@ def serve(host: hostenv.Host, options: argparse.Namespace) -> int:
 def queue_workflow(host: hostenv.Host, options: argparse.Namespace) -> int:
     _stop_on_sigterm()
     try:
-        graph = host_client.load_api_workflow(options.workflow)
+        graph = client.load_workflow(options.workflow)
     except (OSError, ValueError) as err:
         print(f"Cannot queue {options.workflow}: {err}", file=sys.stderr)
         return 2
     if options.server:
-        return _queue_on(options.server, graph, options, local_output=None)
+        return client.run_and_report(options.server, graph, options.out or "layer_sketch_output", options.timeout,
+                                     remedy=_model_remedy(None))
     server = new_server(host, options, None)
     print(f"Starting a headless ComfyUI {host.version} ...", flush=True)
     with server:
-        return _queue_on(server.url, graph, options, local_output=hostenv.comfy_dir(host) / "output",
-                         models_dir=hostenv.comfy_dir(host) / "models")
+        return client.run_and_report(server.url, graph, options.out, options.timeout,
+                                     output_dir=hostenv.comfy_dir(host) / "output",
+                                     remedy=_model_remedy(hostenv.comfy_dir(host) / "models"))
 
 
-# The models/ subfolder the host lists for each loader input (a refused value there is a missing file).
-MODEL_INPUT_FOLDERS = {"ckpt_name": "checkpoints", "vae_name": "vae", "lora_name": "loras",
-                       "control_net_name": "controlnet", "predictor_name": "edge_predictor"}
+MODEL_OPTIONS = ("--models DIR (your ComfyUI models folder, holding checkpoints/, loras/, ...) "
+                 "or --extra-model-paths FILE")
 
 
-def _missing_value_hints(refusal: dict, models_dir: Path | None) -> list[str]:
-    """What to do about each refused input whose value is not in the server's list: mostly a missing model file.
-
-    models_dir: the started server's models folder; None for a server of the user's (--server).
-    """
-    models = "--models DIR (your ComfyUI models folder, holding checkpoints/, loras/, ...) or --extra-model-paths FILE"
-    hints: dict[str, None] = {}  # ordered, without repeats (one file can be refused in several nodes)
-    for info in refusal.get("node_errors", {}).values():
-        for error in info.get("errors", []):
-            details = str(error.get("details", ""))
-            if error.get("type") != "value_not_in_list" and " not in " not in details:
-                continue
-            name = (error.get("extra_info") or {}).get("input_name") or details.split(":")[0].strip()
-            folder = MODEL_INPUT_FOLDERS.get(name, "<folder>")
-            remedy = (f"pass {models}, or put the file into {models_dir / folder}/" if models_dir else
-                      f"put it into models/{folder}/ of that ComfyUI, or queue without --server and pass {models}")
-            problem = (f"{name} names a file the server does not have: " if name in MODEL_INPUT_FOLDERS else
-                       f"{name} must be one of the values the server lists; if it names a model file, ")
-            hints[f"Hint: {problem}{remedy}."] = None
-    return list(hints)
-
-
-def _queue_on(url: str, graph: dict, options: argparse.Namespace, local_output: Path | None,
-              models_dir: Path | None = None) -> int:
-    started = time.time()
-    try:
-        result = host_client.run(url, graph, timeout=options.timeout,
-                                 on_wait=lambda: print(f"\r  running ... {time.time() - started:5.0f}s",
-                                                       end="", flush=True))
-    except host_client.PromptRejectedError as err:
-        print(f"The server refused the workflow: {err}", file=sys.stderr)
-        for hint in _missing_value_hints(err.body, models_dir):
-            print(hint, file=sys.stderr)
-        return 2
-    print()
-    if not result.ok:
-        error = result.error or {}
-        print(f"The workflow failed in {error.get('node_type', '?')}: "
-              f"{error.get('exception_message', result.status)}", file=sys.stderr)
-        return 1
-    if options.out or local_output is None:
-        paths = host_client.download_images(url, result, Path(options.out or "layer_sketch_output"))
-    else:
-        paths = host_client.output_paths(result, local_output)
-    for path in paths:
-        print(path)
-    return 0
+def _model_remedy(models_dir: Path | None) -> Callable[[str], str]:
+    """Where a missing model file goes: the started server's models folder, or (--server) the user's ComfyUI."""
+    if models_dir is None:
+        return lambda folder: (f"put it into models/{folder}/ of that ComfyUI, or queue without --server and "
+                               f"pass {MODEL_OPTIONS}")
+    return lambda folder: f"pass {MODEL_OPTIONS}, or put the file into {models_dir / folder}/"
 
 
 def run_tests(host: hostenv.Host, pytest_args: list[str]) -> int:

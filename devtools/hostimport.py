@@ -40,3 +40,16 @@ def import_pack() -> ModuleType:
     sys.modules[PACK] = module
     spec.loader.exec_module(module)
     return module
+
+
+def queue_client() -> ModuleType:
+    """The pack's queue client (`queue_workflow`, standard library only), with or without the host imported.
+
+    Without it, the pack is mounted as its package without running its `__init__` (which registers nodes in
+    ComfyUI); the client's relative imports (`common`) resolve all the same.
+    """
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, hostenv.REPO / "__init__.py",
+                                                      submodule_search_locations=[str(hostenv.REPO)])
+        sys.modules[PACK] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"{PACK}.queue_workflow")

@@ -59,13 +59,13 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import host_client
     import hostenv
+    import hostimport
     from host_server import ComfyServer
 
     hostenv.ensure_host()
     with ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, env=hostenv.host_environment()) as server:
-        object_info = host_client.get_json(server.url, "/object_info")
+        object_info = hostimport.queue_client().get_json(server.url, "/object_info")
     target = hostenv.REPO / "docs" / "NODES.md"
     target.parent.mkdir(exist_ok=True)
     target.write_text(render(object_info))

@@ -21,8 +21,8 @@ import hostimport  # noqa: E402
 
 hostimport.import_pack()
 
-import host_client  # noqa: E402
 import numpy as np  # noqa: E402
+from comfyui_layer_sketch import queue_workflow as client  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from support import fixtures, sketches  # noqa: E402
 from support.servers import sd15_setup, start_server  # noqa: E402
@@ -55,11 +55,11 @@ def _sheet(tiles: list[tuple[str, Image.Image]], title: str) -> Image.Image:
     return sheet
 
 
-def _run(server, base: Path, name: str, changes: dict[str, dict]) -> host_client.PromptResult:
-    graph = host_client.load_api_workflow(REPO / "workflows" / "api" / f"{name}.json")
+def _run(server, base: Path, name: str, changes: dict[str, dict]) -> client.PromptResult:
+    graph = client.load_workflow(REPO / "workflows" / "api" / f"{name}.json")
     for node in graph.values():
         node["inputs"].update(changes.get(node["class_type"], {}))
-    result = host_client.run(server.url, graph, timeout=1800)
+    result = client.run(server.url, graph, timeout=1800)
     if not result.ok:
         raise RuntimeError(f"{name}: {result.error}")
     return result
@@ -67,7 +67,7 @@ def _run(server, base: Path, name: str, changes: dict[str, dict]) -> host_client
 
 def _images(result, base: Path, *fragments: str) -> list[Image.Image]:
     """The saved images whose file names contain each fragment, in the fragments' order."""
-    paths = host_client.output_paths(result, base / "output")
+    paths = client.output_paths(result, base / "output")
     return [Image.open(next(p for p in paths if fragment in p.name)) for fragment in fragments]
 
 

@@ -304,14 +304,14 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import host_client
     import hostenv
+    import hostimport
     from host_server import ComfyServer
 
     hostenv.ensure_host()
     workflows = hostenv.REPO / "workflows"
     with ComfyServer(hostenv.venv_python(), hostenv.COMFY_DIR, env=hostenv.host_environment()) as server:
-        object_info = host_client.get_json(server.url, "/object_info")
+        object_info = hostimport.queue_client().get_json(server.url, "/object_info")
     for api_path in sorted((workflows / "api").glob("*.json")):
         ui = build_ui(json.loads(api_path.read_text()), object_info)
         (workflows / api_path.name).write_text(json.dumps(ui, indent=1) + "\n")

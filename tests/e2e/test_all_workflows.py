@@ -11,9 +11,9 @@ import json
 import zipfile
 from pathlib import Path
 
-import host_client
 import numpy as np
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures, sketches
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
@@ -66,8 +66,8 @@ def _decoded_rgba_outputs(graph: dict) -> set[str]:
 def test_shipped_sd15_workflow_runs_and_writes_its_outputs(live_server, tmp_path, path):
     _input_images(live_server.base / "input")
     training = sketches.write_image_folder(tmp_path / "training", 2)
-    graph = _shrink(host_client.load_api_workflow(path), training, path.stem)
-    result = host_client.run(live_server.url, graph, timeout=900)
+    graph = _shrink(client.load_workflow(path), training, path.stem)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
     savers = [i for i, n in graph.items() if n["class_type"] in ("SaveImage", "LayerDiffuseSaveLayers")]
     for node in savers:

@@ -3,9 +3,9 @@ to do, nothing partial is left behind, and the server runs a good prompt right a
 
 from __future__ import annotations
 
-import host_client
 import pytest
 import torch
+from comfyui_layer_sketch import queue_workflow as client
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS
 from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo, save_predictor
 from PIL import Image
@@ -139,7 +139,7 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(live_server, 
         placed.append(folders[folder] / name)
         placed[-1].write_bytes(_content(kind, fixture_cache, tmp_path))
     try:
-        result = host_client.run(live_server.url, graph(tmp_path) if callable(graph) else graph, timeout=600)
+        result = client.run(live_server.url, graph(tmp_path) if callable(graph) else graph, timeout=600)
     finally:
         for path in placed:
             path.unlink(missing_ok=True)
@@ -150,12 +150,12 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(live_server, 
     assert not list(live_server.layer_folder.glob("*.part")), "no partial download may be left behind"
     assert not list((live_server.base / "models" / "edge_predictor").glob("*.part"))
 
-    ok = host_client.run(live_server.url, decode_graph(64, 64, 64, 64, sub_batch_size=len(case) % 60 + 1),
-                         timeout=600)
+    ok = client.run(live_server.url, decode_graph(64, 64, 64, 64, sub_batch_size=len(case) % 60 + 1),
+                    timeout=600)
     assert ok.ok, ok.error
-    assert Image.open(host_client.output_paths(ok, live_server.output_dir)[0]).mode == "RGBA"
+    assert Image.open(client.output_paths(ok, live_server.output_dir)[0]).mode == "RGBA"
 
 
 def test_out_of_range_settings_are_refused_before_anything_runs(live_server):
-    with pytest.raises(host_client.PromptRejectedError, match="strength"):
-        host_client.queue(live_server.url, _sketch_graph(strength=11.0))
+    with pytest.raises(client.RejectedError, match="strength"):
+        client.submit(live_server.url, _sketch_graph(strength=11.0))

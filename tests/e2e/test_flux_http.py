@@ -11,9 +11,9 @@ import json
 import shutil
 from pathlib import Path
 
-import host_client
 import numpy as np
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures, flux_models
 from support.servers import flux_setup, start_server
@@ -39,7 +39,7 @@ def flux_server(tmp_path_factory, fixture_cache):
 
 def _shrunk(name: str, **settings) -> dict:
     """A shipped FLUX graph at 64 px, 2 steps, 2 decode variants, the text encoders swapped for test conditioning."""
-    graph = host_client.load_api_workflow(WORKFLOWS / name)
+    graph = client.load_workflow(WORKFLOWS / name)
     for node_id, node in list(graph.items()):
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "DualCLIPLoader":
@@ -58,9 +58,9 @@ def _shrunk(name: str, **settings) -> dict:
 
 def _rgba_png(flux_server, graph: dict) -> np.ndarray:
     server, base, _ = flux_server
-    result = host_client.run(server.url, graph, timeout=900)
+    result = client.run(server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    [png] = host_client.output_paths(result, base / "output")
+    [png] = client.output_paths(result, base / "output")
     image = Image.open(png)
     assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
     assert [i for i in result.images() if i["type"] == "temp"], "the checkerboard preview is shown in the UI"
@@ -102,7 +102,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("case, graph, phrases", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(flux_server, case, graph, phrases):
     server, base, _ = flux_server
-    result = host_client.run(server.url, graph(), timeout=600)
+    result = client.run(server.url, graph(), timeout=600)
     assert not result.ok, f"{case}: expected an error"
     for phrase in phrases:
         assert phrase in result.error["exception_message"], f"{case}: {phrase!r} not in {result.error}"
@@ -118,7 +118,7 @@ def test_truncated_transparent_vae_is_refused_then_a_good_file_works(flux_server
     fixtures.truncated_copy(flux_models.transparent_vae_pth(fixture_cache), pth)
     try:
         fresh = {"LayerDiffuseDecode": {"sub_batch_size": 3}}  # not a prompt the server has cached
-        result = host_client.run(server.url, _shrunk("flux_transparent.json", **fresh), timeout=600)
+        result = client.run(server.url, _shrunk("flux_transparent.json", **fresh), timeout=600)
         assert not result.ok
         message = result.error["exception_message"]
         assert "could not be read as a PyTorch weight file" in message and "delete it" in message, message

@@ -10,9 +10,9 @@ import time
 import urllib.error
 from pathlib import Path
 
-import host_client
 import hostenv
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from host_server import free_port
 from PIL import Image
 from support import fixtures
@@ -24,7 +24,7 @@ RUN = [sys.executable, str(hostenv.REPO / "run.py")]
 
 
 def _workflow(tmp_path: Path) -> Path:
-    graph = host_client.load_api_workflow(hostenv.REPO / "workflows" / "api" / "sd15_transparent.json")
+    graph = client.load_workflow(hostenv.REPO / "workflows" / "api" / "sd15_transparent.json")
     graph["1"]["inputs"]["ckpt_name"] = SD15_CHECKPOINT
     graph["4"]["inputs"].update(width=64, height=64)
     graph["5"]["inputs"].update(steps=1, seed=7)
@@ -43,7 +43,7 @@ def test_queue_headless_on_a_running_server_downloads_the_rgba_png(live_server, 
 
 
 def test_failing_workflow_exits_non_zero_with_the_host_message(live_server, tmp_path):
-    graph = host_client.load_api_workflow(_workflow(tmp_path))
+    graph = client.load_workflow(_workflow(tmp_path))
     del graph["7"]["inputs"]["model"]  # sd_version stays 'auto'
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(graph))
@@ -54,7 +54,7 @@ def test_failing_workflow_exits_non_zero_with_the_host_message(live_server, tmp_
 
 
 def test_missing_checkpoint_is_refused_with_a_hint_where_models_go(live_server, tmp_path):
-    graph = host_client.load_api_workflow(_workflow(tmp_path))
+    graph = client.load_workflow(_workflow(tmp_path))
     graph["1"]["inputs"]["ckpt_name"] = "sd_xl_base_1.0.safetensors"
     path = tmp_path / "missing_checkpoint.json"
     path.write_text(json.dumps(graph))
@@ -88,10 +88,10 @@ def test_serve_starts_comfyui_with_the_pack_and_the_users_models(tmp_path, fixtu
             assert process.poll() is None, "".join(lines)
         url = f"http://127.0.0.1:{port}"
         assert any(url in line for line in lines), "".join(lines)
-        assert "LayerDiffuseDecode" in host_client.get_json(url, "/object_info/LayerDiffuseDecode")
-        assert decoder.name in host_client.get_json(url, "/models/layer_model")
+        assert "LayerDiffuseDecode" in client.get_json(url, "/object_info/LayerDiffuseDecode")
+        assert decoder.name in client.get_json(url, "/models/layer_model")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     with pytest.raises((urllib.error.URLError, OSError)):
-        host_client.get_json(f"http://127.0.0.1:{port}", "/system_stats")  # the ComfyUI child is gone too
+        client.get_json(f"http://127.0.0.1:{port}", "/system_stats")  # the ComfyUI child is gone too

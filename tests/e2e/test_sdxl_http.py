@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import host_client
 import numpy as np
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures
 from support.servers import new_base_dir, start_server
@@ -35,7 +35,7 @@ def sdxl_server(tmp_path_factory, fixture_cache):
 
 
 def _graph(changes: dict) -> dict:
-    graph = host_client.load_api_workflow(WORKFLOW)
+    graph = client.load_workflow(WORKFLOW)
     for (node, field), value in {("1", "ckpt_name"): fixtures.SDXL_CHECKPOINT, ("4", "width"): 64,
                                  ("4", "height"): 64, ("5", "steps"): 1, ("7", "augmentations"): "2",
                                  **changes}.items():
@@ -44,9 +44,9 @@ def _graph(changes: dict) -> dict:
 
 
 def _run(server, base: Path, weight: float) -> np.ndarray:
-    result = host_client.run(server.url, _graph({("10", "weight"): weight}), timeout=1500)
+    result = client.run(server.url, _graph({("10", "weight"): weight}), timeout=1500)
     assert result.ok, json.dumps(result.error, indent=1)
-    [png] = host_client.output_paths(result, base / "output")
+    [png] = client.output_paths(result, base / "output")
     image = Image.open(png)
     assert image.mode == "RGBA" and image.size == (64, 64)
     return np.asarray(image)
@@ -63,7 +63,7 @@ def test_shipped_sdxl_attention_workflow_on_a_full_size_checkpoint(sdxl_server):
 def test_the_server_sees_the_checkpoint_as_sdxl(sdxl_server):
     """What a user sees when picking an SD1.5 mode for this checkpoint: the host detected SDXL."""
     server, _ = sdxl_server
-    result = host_client.run(server.url, _graph({("10", "mode"): "SD1.5 transparent (attention sharing)"}),
-                             timeout=600)
+    result = client.run(server.url, _graph({("10", "mode"): "SD1.5 transparent (attention sharing)"}),
+                        timeout=600)
     assert not result.ok
     assert "the connected MODEL is SDXL" in result.error["exception_message"], result.error["exception_message"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import host_client
 import numpy as np
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
@@ -39,7 +39,7 @@ def _drawing(width: int = 128, height: int = 96) -> np.ndarray:
 
 
 def _graph(live_server, sketch: str, strength: float, predictor: str = fixtures.SD15_PREDICTOR) -> dict:
-    graph = host_client.load_api_workflow(WORKFLOW)
+    graph = client.load_workflow(WORKFLOW)
     for (node, field), value in {("1", "ckpt_name"): CHECKPOINT, ("4", "width"): 128, ("4", "height"): 96,
                                  ("5", "image"): sketch, ("6", "predictor_name"): predictor,
                                  ("7", "strength"): strength, ("7", "end_percent"): 1.0,
@@ -52,9 +52,9 @@ def test_shipped_sketch_workflow_guides_the_full_size_model(live_server):
     sketch = _put_sketch(live_server, "e2e_sketch.png", _drawing())
     images = {}
     for strength in (1.6, 0.0):
-        result = host_client.run(live_server.url, _graph(live_server, sketch, strength), timeout=900)
+        result = client.run(live_server.url, _graph(live_server, sketch, strength), timeout=900)
         assert result.ok, json.dumps(result.error, indent=1)
-        [png] = host_client.output_paths(result, live_server.output_dir)
+        [png] = client.output_paths(result, live_server.output_dir)
         images[strength] = np.asarray(Image.open(png).convert("RGB")).astype(int)
         assert images[strength].shape == (96, 128, 3)
         previews = [i for i in result.images() if i["type"] == "temp"]
@@ -69,9 +69,9 @@ def test_sketch_guidance_with_dpmpp_2m_karras(live_server):
     for strength in (1.6, 0.0):
         graph = _graph(live_server, sketch, strength)
         graph["8"]["inputs"].update(sampler_name="dpmpp_2m", scheduler="karras", steps=3)
-        result = host_client.run(live_server.url, graph, timeout=900)
+        result = client.run(live_server.url, graph, timeout=900)
         assert result.ok, json.dumps(result.error, indent=1)
-        [png] = host_client.output_paths(result, live_server.output_dir)
+        [png] = client.output_paths(result, live_server.output_dir)
         images[strength] = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert np.abs(images[1.6] - images[0.0]).max() > 2, "guidance must change the image"
 
@@ -81,12 +81,12 @@ def test_shipped_training_workflow_saves_a_predictor_for_the_checkpoint(live_ser
     from support.sketches import write_image_folder
 
     folder = write_image_folder(tmp_path / "training_images", 3)
-    graph = host_client.load_api_workflow(WORKFLOW.parent / "sd15_train_edge_predictor.json")
+    graph = client.load_workflow(WORKFLOW.parent / "sd15_train_edge_predictor.json")
     for field, value in {"image_folder": str(folder), "steps": 2, "batch_size": 2, "resolution": 64,
                          "file_name": "e2e_trained"}.items():
         graph["2"]["inputs"][field] = value
     graph["1"]["inputs"]["ckpt_name"] = CHECKPOINT
-    result = host_client.run(live_server.url, graph, timeout=900)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
     saved = live_server.base / "models" / "edge_predictor" / "e2e_trained.safetensors"
     predictor = load_predictor(str(saved))
@@ -111,8 +111,8 @@ def test_sketch_guided_transparent_layer_with_controlnet_in_the_same_graph(live_
     })
     graph["7"]["inputs"]["model"] = ["20", 0]
     graph["8"]["inputs"].update(positive=["23", 0], negative=["23", 1])
-    result = host_client.run(live_server.url, graph, timeout=900)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    [rgba] = [p for p in host_client.output_paths(result, live_server.output_dir) if "sketch_rgba" in p.name]
+    [rgba] = [p for p in client.output_paths(result, live_server.output_dir) if "sketch_rgba" in p.name]
     image = Image.open(rgba)
     assert image.mode == "RGBA" and image.size == (128, 96) and np.asarray(image)[..., 3].std() > 1.0

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import host_client
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures, sketches
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
@@ -72,7 +72,7 @@ def test_soak_alternating_prompts(live_server):
     reference, resident = None, []
     for index in range(PROMPTS):
         kind = kinds[index % len(kinds)]
-        result = host_client.run(live_server.url, graphs[kind], timeout=600)
+        result = client.run(live_server.url, graphs[kind], timeout=600)
         assert result.ok, f"prompt {index} ({kind}): {json.dumps(result.error, indent=1)}"
         if kind == "unpatched":
             cached = [data.get("nodes", []) for name, data in result.messages if name == "execution_cached"]

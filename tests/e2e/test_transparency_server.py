@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import host_client
 import numpy as np
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
@@ -27,7 +27,7 @@ FILE_CHOICES = {"predictor_name"}  # lists the user's files: the first one found
 
 
 def test_every_pack_node_is_registered_with_tooltips(live_server):
-    info = host_client.get_json(live_server.url, "/object_info")
+    info = client.get_json(live_server.url, "/object_info")
     ours = {name: node for name, node in info.items() if "comfyui_layer_sketch" in node["python_module"]}
     assert set(PACK_NODES) <= set(ours), f"missing: {set(PACK_NODES) - set(ours)}"
     for node_id, node in ours.items():
@@ -43,12 +43,12 @@ def test_every_pack_node_is_registered_with_tooltips(live_server):
 
 
 def test_layer_model_folder_from_yaml_is_listed(live_server):
-    files = host_client.get_json(live_server.url, "/models/layer_model")
+    files = client.get_json(live_server.url, "/models/layer_model")
     assert "layer_sd15_vae_transparent_decoder.safetensors" in files
 
 
 def _shipped(name: str, overrides: dict[tuple[str, str], object]) -> dict:
-    graph = host_client.load_api_workflow(WORKFLOWS / "api" / name)
+    graph = client.load_workflow(WORKFLOWS / "api" / name)
     for (node, field), value in overrides.items():
         graph[node]["inputs"][field] = value
     return graph
@@ -62,9 +62,9 @@ def _transparent_png(live_server, weight: float, attention_guidance: bool = Fals
     if attention_guidance:  # the host's Perturbed-Attention Guidance between LayerDiffusion and the sampler
         graph["11"] = {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["10", 0], "scale": 3.0}}
         graph["5"]["inputs"]["model"] = ["11", 0]
-    result = host_client.run(live_server.url, graph, timeout=900)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    [png] = host_client.output_paths(result, live_server.output_dir)
+    [png] = client.output_paths(result, live_server.output_dir)
     image = Image.open(png)
     assert image.mode == "RGBA" and image.size == (128, 96)
     assert [i for i in result.images() if i["type"] == "temp"], "the checkerboard preview is shown in the UI"
@@ -92,9 +92,9 @@ def test_shipped_joint_workflow_writes_three_layers(live_server):
     graph = _shipped("sd15_joint_layers.json", {
         ("1", "ckpt_name"): CHECKPOINT, ("8", "width"): 64, ("8", "height"): 64, ("9", "steps"): 1,
     })
-    result = host_client.run(live_server.url, graph, timeout=900)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    paths = host_client.output_paths(result, live_server.output_dir)
+    paths = client.output_paths(result, live_server.output_dir)
     by_prefix = {Path(p).name.split("_0")[0]: Image.open(p) for p in paths}
     assert set(by_prefix) == {"joint_foreground", "joint_background", "joint_blended"}
     assert by_prefix["joint_foreground"].mode == "RGBA" and by_prefix["joint_background"].mode == "RGB"
@@ -117,9 +117,9 @@ def test_transparent_generation_with_controlnet_in_the_same_graph(live_server):
             "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
     })
     graph["5"]["inputs"].update(positive=["23", 0], negative=["23", 1])
-    result = host_client.run(live_server.url, graph, timeout=900)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    [png] = host_client.output_paths(result, live_server.output_dir)
+    [png] = client.output_paths(result, live_server.output_dir)
     assert Image.open(png).mode == "RGBA"
 
 
@@ -136,7 +136,7 @@ def test_background_from_a_given_foreground(live_server):
             "sub_batch_size": 8}},
         "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 2], "filename_prefix": "e2e/fg2bg_blended"}},
     })
-    result = host_client.run(live_server.url, graph, timeout=900)
+    result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    [png] = host_client.output_paths(result, live_server.output_dir)
+    [png] = client.output_paths(result, live_server.output_dir)
     assert Image.open(png).size == (64, 64)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import host_client
 import hostenv
 import pytest
+from comfyui_layer_sketch import queue_workflow as client
 from workflow_ui import api_inputs_without_meta, build_ui, ui_problems, value_problem
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ PYTHON = f".host/{hostenv.NEWEST.version}/venv/bin/python"
 
 @pytest.fixture(scope="module")
 def object_info(live_server) -> dict:
-    return host_client.get_json(live_server.url, "/object_info")
+    return client.get_json(live_server.url, "/object_info")
 
 
 def test_there_are_shipped_workflows_with_ui_copies():
@@ -34,7 +34,7 @@ def test_there_are_shipped_workflows_with_ui_copies():
 
 @pytest.mark.parametrize("path", API_FILES, ids=[p.name for p in API_FILES])
 def test_api_workflow_matches_node_definitions(object_info, path):
-    graph = host_client.load_api_workflow(path)
+    graph = client.load_workflow(path)
     for node_id, node in graph.items():
         assert node["class_type"] in object_info, f"{path.name}: unknown node {node['class_type']}"
         info = object_info[node["class_type"]]
@@ -66,7 +66,7 @@ def test_ui_workflow_is_generated_from_its_api_copy(object_info, path):
     shipped = json.loads((WORKFLOWS / path.name).read_text())
     assert shipped == build_ui(api, object_info), \
         f"workflows/{path.name} is stale: run `{PYTHON} -P devtools/workflow_ui.py`"
-    assert api_inputs_without_meta(api) == api_inputs_without_meta(host_client.load_api_workflow(path))
+    assert api_inputs_without_meta(api) == api_inputs_without_meta(client.load_workflow(path))
 
 
 def test_node_reference_is_generated_from_the_node_definitions(object_info):

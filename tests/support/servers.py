@@ -6,9 +6,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import host_client
 import hostenv
 import torch
+from comfyui_layer_sketch import queue_workflow as client
 from host_server import ComfyServer, free_port
 
 from . import fixtures, flux_models, layer_files
@@ -78,7 +78,7 @@ def start_server(base: Path, layer_folder: Path, extra_args: tuple[str, ...] = (
     """
     for running in _RUNNING:
         if running.alive():
-            host_client.free_memory(running.url)
+            client.post_json(running.url, "/free", {"unload_models": True, "free_memory": True})
     yaml = base / "extra_model_paths.yaml"
     yaml.write_text(f"shared:\n  base_path: {layer_folder.parent}\n  layer_model: {layer_folder.name}\n")
     env = hostenv.host_environment()

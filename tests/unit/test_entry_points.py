@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_CODE = ("__init__.py", "headless.py", "queue_workflow.py", "layer_model", "nodes", "sketch_guidance")
+RUNTIME_CODE = ("__init__.py", "queue_workflow.py", "layer_model", "nodes", "sketch_guidance")
 
 
 def _top_level_names() -> set[str]:
