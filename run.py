@@ -4,7 +4,7 @@
   python3 run.py                      set up a local ComfyUI (first time only) and start it with the pack
   python3 run.py WORKFLOW.json        ... or queue an API-format workflow headless and print the images
   python3 run.py --test               ... or run the whole test suite on the newest supported ComfyUI, then
-                                      the host-dependent part on the oldest supported one
+                                      the host-dependent part on the older ones (devtools/hostenv.py HOSTS)
   python3 run.py --test PYTEST ARGS   ... or run pytest with these arguments on the newest host only
   --host VERSION                      use this supported ComfyUI instead (serve, queue, test)
 
@@ -33,13 +33,6 @@ client = hostimport.queue_client()  # the pack's queue client (queue_workflow.py
 
 MODEL_FOLDERS = ("checkpoints", "vae", "loras", "controlnet", "clip", "clip_vision", "embeddings",
                  "upscale_models", "layer_model", "edge_predictor")
-
-
-# On the oldest supported host: what depends on the host (in-process host tests, every shipped
-# workflow over HTTP, bad inputs, the editor smoke test); the rest is the same code on any host.
-FLOOR_TESTS = ("tests/host", "tests/e2e/test_all_workflows.py", "tests/e2e/test_flux_http.py",
-               "tests/e2e/test_bad_inputs.py", "tests/e2e/test_workflows.py", "tests/e2e/test_editor_smoke.py")
-FLOOR_SKIPS = "tests/e2e/test_workflows.py::test_ui_workflow_is_generated_from_its_api_copy"  # newest host only
 
 
 def models_yaml(host: hostenv.Host, models_dir: Path) -> Path:
@@ -117,6 +110,13 @@ def _model_remedy(models_dir: Path | None) -> Callable[[str], str]:
     return lambda folder: f"pass {MODEL_OPTIONS}, or put the file into {models_dir / folder}/"
 
 
+def marker_selection(host: hostenv.Host, whole: bool = True) -> list[str]:
+    """The tests one host runs, by marker (pyproject.toml lists them): the whole suite, or what depends on the host."""
+    if host == hostenv.NEWEST:
+        return ["-m", "not older_editor"]
+    return ["-m", "not newest_host" if whole else "host and not newest_host"]
+
+
 def run_tests(host: hostenv.Host, pytest_args: list[str]) -> int:
     hostenv.ensure_host(host)
     hostenv.ensure_browser()
@@ -126,17 +126,30 @@ def run_tests(host: hostenv.Host, pytest_args: list[str]) -> int:
     return subprocess.run(cmd, cwd=hostenv.REPO, env=hostenv.host_environment(host)).returncode
 
 
+def run_unit_tests_without_host() -> int:
+    """tests/unit in a plain venv with only the pack's pure dependencies: the libraries need no ComfyUI."""
+    python = hostenv.ensure_pure_env()
+    print("[test] tests/unit without a host (plain venv)", flush=True)
+    cmd = [str(python), "-P", "-m", "pytest", "-q", "tests/unit"]
+    return subprocess.run(cmd, cwd=hostenv.REPO, env=hostenv.pure_environment()).returncode
+
+
 def run_all_tests() -> int:
-    """The whole suite on the newest host, the host-dependent part on the floor; both always run."""
-    started = time.time()
-    # Each host leaves out what only the other runs (they skip themselves when run by hand elsewhere).
-    newest = run_tests(hostenv.NEWEST, ["--ignore", "tests/e2e/test_editor_smoke.py"])
-    newest_s = time.time() - started
-    floor = run_tests(hostenv.FLOOR, [*FLOOR_TESTS, "--deselect", FLOOR_SKIPS])
-    print(f"[test] ComfyUI {hostenv.NEWEST.version}: {'passed' if newest == 0 else 'FAILED'} in {newest_s:.0f} s; "
-          f"ComfyUI {hostenv.FLOOR.version}: {'passed' if floor == 0 else 'FAILED'} in "
-          f"{time.time() - started - newest_s:.0f} s", flush=True)
-    return newest or floor
+    """The unit tests without a host, then each host in the table runs what its entry says (`Host.ci`):
+    the newest all, older ones what depends on them. Every stage runs even when one fails; the time of
+    each is printed at the end.
+    """
+    stages = [("tests/unit without a host", run_unit_tests_without_host)]
+    stages += [(f"ComfyUI {host.version} ({host.ci})",
+                lambda host=host: run_tests(host, marker_selection(host, whole=host.ci == "all")))
+               for host in hostenv.HOSTS if host.ci != "none"]
+    results: list[tuple[str, int, float]] = []
+    for name, run in stages:
+        started = time.time()
+        results.append((name, run(), time.time() - started))
+    for name, code, seconds in results:
+        print(f"[test] {name}: {'passed' if code == 0 else 'FAILED'} in {seconds:.0f} s", flush=True)
+    return next((code for _, code, _ in results if code), 0)
 
 
 def main(argv: list[str]) -> int:
@@ -145,7 +158,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--test", action="store_true", help="run the test suite (arguments after it go to pytest)")
     parser.add_argument("--host", choices=[host.version for host in hostenv.HOSTS],
                         help=f"ComfyUI version to use (default {hostenv.NEWEST.version}; "
-                             f"--test without it runs on {hostenv.NEWEST.version} and {hostenv.FLOOR.version})")
+                             "--test without it runs on every host in devtools/hostenv.py)")
     parser.add_argument("--models", help="your ComfyUI models folder (checkpoints/, layer_model/, ...)")
     parser.add_argument("--extra-model-paths", help="an extra_model_paths.yaml of yours")
     parser.add_argument("--port", type=int, default=8188, help="port for the server (default 8188)")
@@ -161,7 +174,7 @@ def main(argv: list[str]) -> int:
     host = hostenv.host_named(options.host) if options.host else hostenv.HOST
     if options.test:
         if options.host or pytest_args:
-            return run_tests(host, pytest_args)
+            return run_tests(host, pytest_args or marker_selection(host))
         return run_all_tests()
     hostenv.ensure_host(host)
     if options.workflow:

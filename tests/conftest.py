@@ -1,23 +1,22 @@
-"""Test set-up: the real ComfyUI host in-process, the pack imported as a package, cached fixtures.
+"""Test set-up for every test: the pack importable as its package, cached fixtures.
 
-Run through `python3 run.py --test`, which installs the host and keeps this checkout off sys.path
-(its `nodes/` package would shadow the host's `nodes.py`).
+Under a host's Python (`python3 run.py --test`, or `.host/<version>/venv/bin/python -m pytest`) the real
+host is imported in-process first, as tests/host and tests/e2e need. In a plain environment with only the
+pack's pure dependencies the pack is mounted without its `__init__`, and tests/unit runs on its own:
+`python -m pytest tests/unit`. pyproject.toml puts tests/ (the `support` helpers) and devtools/ on sys.path.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import hostimport
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "devtools"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `support` helpers
-
-import hostimport  # noqa: E402
-
-hostimport.import_pack()
+if hostimport.in_host_environment():
+    hostimport.import_pack()
+else:
+    hostimport.mount_pack()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from PIL import Image
 from support import fixtures, sketches
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.host]
 
 SD15_WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows" / "api").glob("sd15_*.json"))
 SIZE = 64

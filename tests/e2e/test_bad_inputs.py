@@ -13,7 +13,7 @@ from support import fixtures, sketches
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
 from support.graphs import decode_graph, encode_graph, patched_sampling_graph
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.host]
 
 SDXL_DECODER = "vae_transparent_decoder.safetensors"
 
@@ -112,7 +112,7 @@ def _content(kind: str, cache, tmp) -> bytes:
         return fixtures.encoder_file(cache).read_bytes()
     if kind == "predictor 7040":
         torch.manual_seed(0)
-        save_predictor(EdgePredictor(PredictorInfo("SD15", "paper", LAYER_SETS["paper"], 7040)), str(tmp / "p"))
+        save_predictor(EdgePredictor(PredictorInfo("SD1.5", "paper", LAYER_SETS["paper"], 7040)), str(tmp / "p"))
         return (tmp / "p").read_bytes()
     if kind == "mystery pt":
         torch.save({"layers.0.weight": torch.zeros(512, 100)}, tmp / "m.pt")

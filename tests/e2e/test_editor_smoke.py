@@ -2,7 +2,7 @@
 the pack's nodes and no console error of its own, a shipped workflow opens cleanly from the template
 browser, and previews show transparency on the pack's checkerboard. The same helpers as the full browser
 test (`support/editor.py`, where what differs between editor versions lives); on the newest host's
-editor that test covers all of this, so this module stands down there. Screenshots go to
+editor that test covers all of this, so this module is marked to run on older editors only. Screenshots go to
 `.test-artifacts/editor/<editor version>/`.
 """
 
@@ -11,17 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hostenv
 import numpy as np
 import pytest
 from PIL import Image
 from support import checkerboard, editor
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(editor.installed_version() == hostenv.NEWEST.frontend and len(hostenv.HOSTS) > 1,
-                       reason="the newest host's editor: test_editor_browser.py covers this and more"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.older_editor]
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "workflows" / "sd15_transparent.json"

@@ -18,7 +18,7 @@ from PIL import Image
 from support import fixtures, flux_models
 from support.servers import flux_setup, start_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.host]
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
 SIZE = 64

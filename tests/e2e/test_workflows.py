@@ -14,7 +14,7 @@ import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from workflow_ui import api_inputs_without_meta, build_ui, ui_problems, value_problem
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.host]
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
@@ -59,7 +59,7 @@ def test_ui_workflow_loads_as_intended_on_this_host(object_info, path):
     assert not problems, f"workflows/{path.name} on ComfyUI {hostenv.HOST.version}:\n" + "\n".join(problems)
 
 
-@pytest.mark.skipif(hostenv.HOST != hostenv.NEWEST, reason="the UI files are generated on the newest host")
+@pytest.mark.newest_host  # the UI files are generated on the newest host
 @pytest.mark.parametrize("path", API_FILES, ids=[p.name for p in API_FILES])
 def test_ui_workflow_is_generated_from_its_api_copy(object_info, path):
     api = json.loads(path.read_text())
