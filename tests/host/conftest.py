@@ -15,6 +15,15 @@ from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predic
 from support import fixtures, sketches
 from support.host_models import NARROW_SD15_UNET, random_model, small_vae
 
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs the host in-process: all of them are marked `host` (run on every tested host)."""
+    for item in items:
+        if HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.host)
+
 
 @pytest.fixture
 def layer_folder(tmp_path, monkeypatch) -> Path:

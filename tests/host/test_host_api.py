@@ -37,13 +37,14 @@ import pytest
 from comfyui_layer_sketch.layer_model.attention_sharing import SD15_ATTENTION_PATHS
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, feature_channels
 from support import host_models
+from support.host_names import HOST_ROOTS
+
+pytestmark = pytest.mark.contract  # also run on the middle host (devtools/hostenv.py)
 
 VERSION = comfyui_version.__version__
 REPO = Path(__file__).resolve().parents[2]
-PACK_SOURCES = sorted([*REPO.glob("*.py"), *(p for d in ("layer_model", "sketch_guidance", "nodes")
+PACK_SOURCES = sorted([*REPO.glob("*.py"), *(p for d in ("layer_model", "sketch_guidance", "nodes", "common")
                                                for p in (REPO / d).glob("*.py"))])
-HOST_ROOTS = {"comfy", "comfy_extras", "comfy_execution", "comfy_api", "folder_paths", "nodes", "server",
-              "node_helpers", "latent_preview"}
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,7 @@ INSTANCES = {  # small real host objects, built once per session
     SDXL: lambda: host_models.random_model("SDXL", host_models.NARROW_SDXL_UNET),
     VAE: host_models.small_vae,
 }
-LH, LP, SH = "layer_model/host.py", "layer_model/host_patches.py", "sketch_guidance/host.py"
-NODES = "nodes/layers.py, nodes/sketch.py, nodes/transparency.py"
+LH, LP, SH, CH = "layer_model/host.py", "layer_model/host_patches.py", "sketch_guidance/host.py", "common/host.py"
 
 
 def patcher(name: str, call: str, where: str) -> Use:
@@ -81,19 +81,18 @@ def module(name: str, where: str) -> Use:
 CONTRACT: tuple[Use, ...] = (
     # Modules the pack imports.
     module("comfy.cli_args", "sketch_guidance/cli.py"),
-    module("comfy.latent_formats", f"{LH}, {SH}"),
+    module("comfy.latent_formats", CH),
     module("comfy.ldm.modules.attention", LP),
     module("comfy.lora", LP),
-    module("comfy.model_management", f"{LH}, {LP}, {SH}, {NODES}"),
+    module("comfy.model_management", f"{LH}, {LP}, {SH}, {CH}"),
     module("comfy.model_patcher", f"{LH}, {LP}, {SH}"),
     module("comfy.ops", LP),
     module("comfy.patcher_extension", f"{LP}, {SH}"),
     module("comfy.samplers", SH),
     module("comfy.sd", SH),
-    module("comfy.supported_models", LH),
-    module("comfy.utils", f"{LH}, {LP}, nodes/sketch.py"),
+    module("comfy.utils", f"{LH}, {LP}, {CH}"),
     module("comfy.weight_adapter", LP),
-    module("folder_paths", f"{LH}, {SH}, nodes/example_inputs.py, nodes/layers.py, nodes/sketch.py"),
+    module("folder_paths", f"{LH}, {SH}, {CH}"),
     # comfy.model_management
     Use("comfy.model_management.throw_exception_if_processing_interrupted", "()", LH),
     Use("comfy.model_management.get_torch_device", "()", f"{LH}, {LP}, {SH}"),
@@ -103,7 +102,7 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.model_management.unet_offload_device", "()", f"{LP}, {SH}"),
     Use("comfy.model_management.load_models_gpu", "(models, memory_required=, force_full_load=)", LH),
     Use("comfy.model_management.get_free_memory", "(device)", LH),
-    Use("comfy.model_management.intermediate_device", "()", f"{LH}, {NODES}"),
+    Use("comfy.model_management.intermediate_device", "()", f"{LH}, {CH}"),
     Use("comfy.model_management.OOM_EXCEPTION", where=LH),
     Use("comfy.model_management.soft_empty_cache", "()", LH),
     # comfy.model_patcher: MODEL objects, and the pack's own models wrapped for model management
@@ -125,11 +124,11 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{SD15}.load_device", where=LH),
     Use(f"{SD15}.size", where=LP),
     # comfy.model_base: what the pack reads off MODEL.model
-    Use(f"{SD15}.model.latent_format", where=f"{LH}, {SH}", is_a="comfy.latent_formats.SD15"),
-    Use(f"{SDXL}.model.latent_format", where=f"{LH}, {SH}", is_a="comfy.latent_formats.SDXL"),
+    Use(f"{SD15}.model.latent_format", where=CH, is_a="comfy.latent_formats.SD15"),
+    Use(f"{SDXL}.model.latent_format", where=CH, is_a="comfy.latent_formats.SDXL"),
     Use(f"{SD15}.model.latent_format.process_in", "(latent)", f"{LP}, {SH}"),
     Use(f"{SD15}.model.latent_format.process_out", "(latent)", SH),
-    Use(f"{SD15}.model.model_config", where=f"{LH}, {SH}"),
+    Use(f"{SD15}.model.model_config", where=CH),
     Use(f"{SD15}.model.get_dtype", "()", LP),
     Use(f"{SD15}.model.manual_cast_dtype", where=LP),
     Use(f"{SD15}.model.state_dict", "()", LP),
@@ -203,26 +202,26 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{VAE}.vae_dtype", where=LH),
     Use(f"{VAE}.process_input", "(pixels)", LH),
     Use(f"{VAE}.device", where=LH),
-    Use("comfy.latent_formats.SD15", where=f"{LH}, {SH}"),
-    Use("comfy.latent_formats.SDXL", where=f"{LH}, {SH}"),
-    Use("comfy.latent_formats.Flux", where=LH),
+    Use("comfy.latent_formats.SD15", where=CH),
+    Use("comfy.latent_formats.SDXL", where=CH),
+    Use("comfy.latent_formats.Flux", where=CH),
     # comfy.utils
-    Use("comfy.utils.ProgressBar", "(total)", f"{LH}, nodes/sketch.py"),
+    Use("comfy.utils.ProgressBar", "(total)", f"{LH}, {CH}"),
     Use("comfy.utils.ProgressBar.update_absolute", "(done, total)", f"{LH}, nodes/sketch.py"),
     Use("comfy.utils.ProgressBar.update", "(count)", LH),
     Use("comfy.utils.get_attr", "(model, path)", LP),
     Use("comfy.cli_args.args", where="sketch_guidance/cli.py"),
     Use("comfy.cli_args.args.cpu", where="sketch_guidance/cli.py"),
     # folder_paths
-    Use("folder_paths.models_dir", where=f"{LH}, {SH}"),
-    Use("folder_paths.folder_names_and_paths", where=f"{LH}, {SH}"),
-    Use("folder_paths.add_model_folder_path", "(folder_name, path)", f"{LH}, {SH}"),
-    Use("folder_paths.get_folder_paths", "(folder_name)", f"{LH}, {SH}, nodes/sketch.py"),
+    Use("folder_paths.models_dir", where=CH),
+    Use("folder_paths.folder_names_and_paths", where=f"{LH}, {CH}"),
+    Use("folder_paths.add_model_folder_path", "(folder_name, path)", CH),
+    Use("folder_paths.get_folder_paths", "(folder_name)", f"{LH}, {SH}"),
     Use("folder_paths.get_full_path_or_raise", "(folder_name, name)", SH),
-    Use("folder_paths.get_filename_list", "(folder_name)", "nodes/sketch.py"),
-    Use("folder_paths.get_save_image_path", "(prefix, output_dir, width, height)", "nodes/layers.py"),
-    Use("folder_paths.get_output_directory", "()", "nodes/layers.py"),
-    Use("folder_paths.get_input_directory", "()", "nodes/example_inputs.py"),
+    Use("folder_paths.get_filename_list", "(folder_name)", SH),
+    Use("folder_paths.get_save_image_path", "(prefix, output_dir, width, height)", CH),
+    Use("folder_paths.get_output_directory", "()", CH),
+    Use("folder_paths.get_input_directory", "()", CH),
 )
 
 
