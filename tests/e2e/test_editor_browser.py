@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from comfyui_layer_sketch import NODE_CLASS_MAPPINGS
 from PIL import Image
 from support import checkerboard, editor, fixtures
 
@@ -30,7 +31,7 @@ UI_WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 def test_editor_loads_the_pack_without_errors_of_its_own(chromium, live_server, pack_nodes, tmp_path):
     baseline, plain_types = editor.plain_start_up_report(chromium, tmp_path)
     errors, types = editor.start_up_report(chromium, live_server.url)
-    assert len(pack_nodes) == 14 and not set(pack_nodes) & set(plain_types)
+    assert set(pack_nodes) == set(NODE_CLASS_MAPPINGS) and not set(pack_nodes) & set(plain_types)
     new_errors = [error for error in errors if error not in baseline]
     assert not new_errors, f"console errors with the pack that the plain editor does not show: {new_errors}"
     assert set(pack_nodes) <= set(types), f"not registered in the editor: {set(pack_nodes) - set(types)}"
@@ -40,6 +41,7 @@ def test_editor_loads_the_pack_without_errors_of_its_own(chromium, live_server, 
 def test_template_browser_lists_the_pack_workflows_with_pictures(view):
     assert sorted(editor.pack_templates(view)) == [p.stem for p in UI_WORKFLOWS]
     pictures = editor.template_pictures(view)
+    view.screenshot("template_browser")
     editor.close_dialogs(view)
     missing = [url for url in view.missing if "workflow_templates/" in url]
     assert not missing, f"template pictures the server does not have: {missing}"
@@ -72,6 +74,7 @@ def test_every_workflow_opens_from_the_template_browser_cleanly(view, path):
 def test_dropping_a_workflow_file_opens_it(view):
     path = REPO / "workflows" / "sd15_joint_layers.json"
     editor.drop_workflow(view, path)
+    view.screenshot("dropped_workflow")
     _assert_opens_cleanly(view, path)
 
 
@@ -82,6 +85,8 @@ def test_node_search_finds_every_pack_node_by_its_display_name(view, pack_nodes)
         editor.settle(view)
         editor.open_node_search(view)
         shown = editor.search_results(view, node["display_name"])[0]
+        if name == "LayerDiffuseDecode":
+            view.screenshot("node_search")
         assert shown.startswith(node["display_name"]), f"searching {node['display_name']!r} shows {shown!r} first"
         assert node["category"] in shown and node["category"] in editor.PACK_CATEGORIES
         editor.add_first_search_result(view)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from comfyui_layer_sketch import NODE_CLASS_MAPPINGS
 from PIL import Image
 from support import checkerboard, editor
 
@@ -27,7 +28,8 @@ def test_editor_loads_with_the_pack_nodes_and_no_errors_of_its_own(chromium, liv
     errors, types = editor.start_up_report(chromium, live_server.url)
     new_errors = [error for error in errors if error not in baseline]
     assert not new_errors, f"console errors with the pack that the plain editor does not show: {new_errors}"
-    assert len(pack_nodes) == 14 and set(pack_nodes) <= set(types), set(pack_nodes) - set(types)
+    assert set(pack_nodes) == set(NODE_CLASS_MAPPINGS) and set(pack_nodes) <= set(types), \
+        set(pack_nodes) ^ set(NODE_CLASS_MAPPINGS) | set(pack_nodes) - set(types)
     assert {types[n] for n in pack_nodes} == editor.PACK_CATEGORIES
 
 

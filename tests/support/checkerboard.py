@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .editor import Editor, press_run, set_setting, settle, wait_for_node_images
+from .editor import Editor, press_run, script, set_setting, settle, wait_for_node_images
 
 CHECKERBOARD_SETTING = "LayerSketch.CheckerboardPreviews"
 
@@ -30,15 +30,9 @@ def write_checkerboard_picture(input_dir: Path) -> None:
 def preview_transparent_picture(editor: Editor) -> None:
     """Load Image -> Join Image with Alpha -> Preview Image ("Transparent", 400 x 460 at zoom 1), Run."""
     page = editor.page
-    page.evaluate("""name => app.loadApiJson({
-        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
-        "2": {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["1", 0], "alpha": ["1", 1]}},
-        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}, "_meta": {"title": "Transparent"}}
-    }, "checkerboard")""", CHECKERBOARD_PICTURE)
+    page.evaluate(script("load_transparent_preview"), CHECKERBOARD_PICTURE)
     page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'PreviewImage')", timeout=30_000)
-    page.evaluate("() => { const n = app.graph._nodes.find(n => n.type === 'PreviewImage'); n.title = 'Transparent';"
-                  " n.pos = [700, 100]; n.size = [400, 460]; app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0];"
-                  " app.canvas.setDirty(true, true); }")
+    page.evaluate(script("place_transparent_preview"))
     settle(editor)
     press_run(editor)
     wait_for_node_images(editor, "Transparent", timeout_ms=180_000)
@@ -53,10 +47,7 @@ def node_picture(editor: Editor, title: str) -> np.ndarray:
     if element.count():
         box = element.bounding_box()
     else:
-        box = page.evaluate("""title => { const node = app.graph._nodes.find(n => n.title === title);
-            const [x, y, w, h] = node.getBounding(); const [left, top] = app.canvas.ds.convertOffsetToCanvas([x, y]);
-            const scale = app.canvas.ds.scale; const rect = app.canvas.canvas.getBoundingClientRect();
-            return {x: rect.left + left, y: rect.top + top, width: w * scale, height: h * scale}; }""", title)
+        box = page.evaluate(script("node_box"), title)
     return np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB")).astype(int)
 
 
@@ -64,9 +55,7 @@ def set_vue_nodes(editor: Editor, on: bool) -> None:
     """Turn the Vue (DOM) node view on or off; on: wait for the nodes' elements and their pictures."""
     set_setting(editor, editor.ui.vue_nodes_setting, on)
     if on:
-        editor.page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('.lg-node img')];
-            return document.querySelector('.lg-node') && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
-                                      timeout=30_000)
+        editor.page.wait_for_function(script("vue_node_pictures_loaded"), timeout=30_000)
         settle(editor)
 
 

@@ -14,6 +14,7 @@ editor's own content security policy on an offline machine) are its own, whateve
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import re
 import time
@@ -34,6 +35,15 @@ ARTIFACTS = hostenv.REPO / ".test-artifacts" / "editor"
 MODEL_INPUTS = ["ckpt_name", "unet_name", "clip_name1", "clip_name2", "vae_name", "control_net_name", "predictor_name"]
 PACK_CATEGORIES = {"layer_diffuse", "sketch_guidance"}
 PACK_WORKFLOWS = sorted(path.stem for path in (hostenv.REPO / "workflows").glob("*.json"))
+
+
+SCRIPTS = Path(__file__).resolve().parent / "editor_js"
+
+
+@functools.cache
+def script(name: str) -> str:
+    """The JavaScript function in editor_js/<name>.js, for the page's evaluate / wait_for_function."""
+    return (SCRIPTS / f"{name}.js").read_text()
 
 
 @dataclass(frozen=True)
@@ -197,24 +207,7 @@ def error_toasts(editor: Editor) -> list[str]:
 
 # What the editor records as wrong with the open graph (EditorUI.problem_stores): missing node types,
 # model files, pictures, and the last run's errors, read from its own stores.
-EDITOR_PROBLEMS = """([stores, allowedModelInputs]) => {
-    const pinia = document.querySelector('#vue-app')?.__vue_app__?.config?.globalProperties?.$pinia;
-    const store = id => pinia?._s?.get(id);
-    const problems = stores.filter(id => !store(id)).map(id => `the editor has no store ${id}: see support/editor.py`);
-    for (const m of store('missingModel')?.missingModelCandidates ?? [])
-        if (m.isMissing !== false && !allowedModelInputs.includes(m.widgetName))
-            problems.push(`missing model file: ${m.nodeType}.${m.widgetName} = ${m.name}`);
-    for (const t of store('missingNodesError')?.missingNodesError?.nodeTypes ?? [])
-        problems.push(`missing node type: ${typeof t === 'string' ? t : t.type}`);
-    for (const m of store('missingMedia')?.missingMediaCandidates ?? [])
-        if (m.isMissing !== false) problems.push(`missing picture: ${m.nodeType}.${m.widgetName} = ${m.name}`);
-    const run = store('executionError');
-    if (run?.lastPromptError) problems.push(`prompt error: ${JSON.stringify(run.lastPromptError)}`);
-    if (run?.lastExecutionError) problems.push(`run error: ${JSON.stringify(run.lastExecutionError)}`);
-    for (const [id, e] of Object.entries(run?.lastNodeErrors ?? {}))
-        problems.push(`node ${id}: ${JSON.stringify(e)}`);
-    return problems;
-}"""
+EDITOR_PROBLEMS = script("problems")
 
 
 def problems(editor: Editor, model_inputs: list[str]) -> list[str]:
@@ -229,17 +222,25 @@ def problems(editor: Editor, model_inputs: list[str]) -> list[str]:
     return found
 
 
+# How long the editor may take for one step on a busy machine; each wait ends as soon as its condition holds.
+BUSY_MS = 180_000
+
+
+def click(locator) -> None:
+    """A user's click, without Playwright's wait for the navigations a click may schedule: the editor's router
+    rewrites the address's query when a template is opened, and on a busy machine that wait ran out while
+    the editor was still working. Callers wait for what the click is for instead."""
+    locator.click(no_wait_after=True, timeout=BUSY_MS)
+
+
 def pack_templates(editor: Editor) -> list[str]:
     """Open the template browser on the pack's section; the names of the cards shown."""
     page = editor.page
     dialog = page.locator(editor.ui.dialog)
     if not dialog.count():
-        page.locator(editor.ui.templates_button).click()
-    dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
-    page.wait_for_function("""names => {
-        const cards = [...document.querySelectorAll("[data-testid^='template-workflow-']")];
-        return cards.length && cards.every(c => names.includes(c.dataset.testid.replace('template-workflow-', '')));
-    }""", arg=PACK_WORKFLOWS, timeout=30_000)
+        click(page.locator(editor.ui.templates_button))
+    click(dialog.get_by_text(PACK_FOLDER, exact=True).first)
+    page.wait_for_function(script("pack_cards_shown"), arg=PACK_WORKFLOWS, timeout=BUSY_MS)
     settle(editor)
     cards = dialog.locator("[data-testid^='template-workflow-']")
     return [card.get_attribute("data-testid").removeprefix("template-workflow-") for card in cards.all()]
@@ -264,28 +265,22 @@ def load_template(editor: Editor, name: str) -> None:
     """Load one of the pack's workflows from the template browser, as a user does."""
     page = editor.page
     pack_templates(editor)
-    page.locator(f"[data-testid='template-workflow-{name}']").click()
-    page.locator(editor.ui.dialog).first.wait_for(state="detached", timeout=60_000)
-    wait_for_workflow(editor, name)
+    click(page.locator(f"[data-testid='template-workflow-{name}']"))
+    wait_for_workflow(editor, name)  # the editor closes the browser once the workflow is loaded
+    page.locator(editor.ui.dialog).first.wait_for(state="detached", timeout=BUSY_MS)
+    settle(editor)
 
 
 def wait_for_workflow(editor: Editor, name: str) -> None:
     """Wait until workflow `name` is the open one (its tab, "name (2)" when one of that name is open)."""
-    editor.page.wait_for_function("""name => {
-        const title = document.title.replace(/^\\*/, '').replace(/ - ComfyUI$/, '');
-        return (title === name || title.startsWith(`${name} (`)) && app.graph._nodes.length > 0; }""",
-                                  arg=name, timeout=60_000)
+    editor.page.wait_for_function(script("workflow_is_open"),
+                                  arg=name, timeout=BUSY_MS)
     settle(editor)
 
 
 def drop_workflow(editor: Editor, path: Path) -> None:
     """Drop a workflow file onto the canvas (the editor's file drop handler)."""
-    editor.page.evaluate("""([name, text]) => {
-        const transfer = new DataTransfer();
-        transfer.items.add(new File([text], name, {type: "application/json"}));
-        document.querySelector("#graph-canvas").dispatchEvent(
-            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
-    }""", [path.name, path.read_text()])
+    editor.page.evaluate(script("drop_file"), [path.name, path.read_text()])
     wait_for_workflow(editor, path.stem)
 
 
@@ -294,29 +289,7 @@ def fit_view(editor: Editor) -> None:
     settle(editor)
 
 
-LAYOUT_CHECK = """(missingAllowed) => {
-    const nodes = app.graph._nodes;
-    const boxes = nodes.map(n => [n, n.getBounding()]);
-    const overlaps = [];
-    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
-        const [a, ra] = boxes[i], [b, rb] = boxes[j];
-        if (ra[0] < rb[0] + rb[2] && rb[0] < ra[0] + ra[2] && ra[1] < rb[1] + rb[3] && rb[1] < ra[1] + ra[3])
-            overlaps.push(`${a.title} ${Array.from(ra)} / ${b.title} ${Array.from(rb)}`);
-    }
-    const cramped = nodes
-        .filter(n => { const min = n.computeSize(); return n.size[0] + 1 < min[0] || n.size[1] + 1 < min[1]; })
-        .map(n => `${n.title}: ${Array.from(n.size)} < ${Array.from(n.computeSize())}`);
-    const invalid = [];
-    for (const n of nodes) for (const w of n.widgets ?? []) {
-        const values = w.options?.values;
-        if (Array.isArray(values) && !values.includes(w.value) && !missingAllowed.includes(w.name))
-            invalid.push(`${n.title}.${w.name} = ${w.value}`);
-    }
-    const randomized = nodes.flatMap(n => (n.widgets ?? []).filter(w => w.name === "control_after_generate"
-        && w.value !== "fixed").map(w => `${n.title}: ${w.value}`));
-    const unknown = nodes.filter(n => !(n.type in LiteGraph.registered_node_types)).map(n => n.type);
-    return {overlaps, cramped, invalid, randomized, unknown, types: nodes.map(n => n.type)};
-}"""
+LAYOUT_CHECK = script("layout")
 
 
 def layout_report(editor: Editor, model_inputs: list[str]) -> dict:
@@ -368,29 +341,24 @@ def add_first_search_result(editor: Editor) -> None:
 
 
 def press_run(editor: Editor) -> None:
-    editor.page.locator(editor.ui.run_button).first.click()
+    click(editor.page.locator(editor.ui.run_button).first)
 
 
 def wait_for_node_images(editor: Editor, title: str, timeout_ms: int) -> list[str]:
     """Wait until node `title` shows images (loaded); their /view addresses."""
-    editor.page.wait_for_function("""title => { const node = app.graph._nodes.find(n => n.title === title);
-        return node?.imgs?.length && node.imgs.every(img => img.complete && img.naturalWidth > 0); }""",
+    editor.page.wait_for_function(script("node_images_loaded"),
                                   arg=title, timeout=timeout_ms)
     return editor.page.evaluate("title => app.graph._nodes.find(n => n.title === title).imgs.map(i => i.src)",
                                 title)
 
 
 def set_widget(editor: Editor, title: str, widget: str, value) -> None:
-    editor.page.evaluate("""([title, name, value]) => {
-        const node = app.graph._nodes.find(n => n.title === title);
-        node.widgets.find(w => w.name === name).value = value;
-    }""", [title, widget, value])
+    editor.page.evaluate(script("set_widget"), [title, widget, value])
 
 
 def registered_types(page: Page) -> dict[str, str]:
     """{node type: category} as the editor registered them."""
-    return page.evaluate("""() => Object.fromEntries(Object.entries(LiteGraph.registered_node_types)
-        .map(([name, type]) => [name, type.category]))""")
+    return page.evaluate(script("registered_types"))
 
 
 def start_up_report(browser: Browser, url: str) -> tuple[list[str], dict[str, str]]:
