@@ -26,9 +26,19 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+# Every file the two repositories publish (LayerDiffusion/layerdiffusion-v1, RedAIGC/Flux-version-LayerDiffuse).
+PUBLISHED = {f"layer_xl_{name}.safetensors" for name in ("transparent_attn", "transparent_conv", "fg2ble", "bg2ble",
+                                                          "fgble2bg", "bgble2fg")} | \
+            {f"layer_sd15_{name}.safetensors" for name in ("vae_transparent_decoder", "vae_transparent_encoder",
+                                                            "transparent_attn", "joint", "fg2bg", "bg2fg")} | \
+            {"vae_transparent_decoder.safetensors", "vae_transparent_encoder.safetensors", "layerlora.safetensors",
+             "TransparentVAE.pth"}
+
+
 def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
     monkeypatch.delenv(weights.BASE_URL_ENV, raising=False)
-    assert len(weights.REGISTRY) == 17
+    # ... and the pack's own conversion of the FLUX port's pickled TransparentVAE.pth
+    assert set(weights.REGISTRY) == PUBLISHED | {"TransparentVAE.safetensors"}
     for entry in weights.REGISTRY.values():
         assert entry.base in (weights.SDXL, weights.SD15, weights.FLUX)
         assert entry.name.endswith(".safetensors") or entry.kind == "pickle"
