@@ -13,14 +13,14 @@ if importlib.util.find_spec("folder_paths") is None or not __package__:
     NODE_CLASS_MAPPINGS: dict = {}
     NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 else:
+    from .common import host as common_host
     from .layer_model import host as layer_host
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-    from .nodes.example_inputs import install_example_inputs
     from .sketch_guidance import host as sketch_host
 
     layer_host.register_model_folder()
     sketch_host.register_model_folder()
-    install_example_inputs()
+    common_host.install_example_inputs()
 
 WEB_DIRECTORY = "./web"  # the editor extension: image previews on a checkerboard
 

@@ -77,3 +77,29 @@ def composite_over(layers: list[torch.Tensor], premultiplied: bool = False) -> t
         out_alpha = alpha + out_alpha * (1.0 - alpha)
     straight = torch.where(out_alpha > 0, out_colour / out_alpha.clamp_min(1e-8), torch.zeros_like(out_colour))
     return torch.cat([straight.clamp(0.0, 1.0), out_alpha], dim=1)
+
+
+def stack_layers(named: list[tuple[str, torch.Tensor | None]]) -> tuple[list[str], list[torch.Tensor]]:
+    """The given layers, bottom first, from host IMAGEs [B,H,W,C] to RGBA [B,4,H,W]: RGB made opaque, a batch
+    of 1 broadcast to the others'. Returns their names and the layers; `None` entries (unconnected) are left out.
+
+    Layers of different sizes, or of different batch sizes other than 1, are refused naming each layer.
+    """
+    present = [(name, image) for name, image in named if image is not None]
+    sizes = {(image.shape[1], image.shape[2]) for _, image in present}
+    if len(sizes) > 1:
+        listing = ", ".join(f"{name} {image.shape[2]}x{image.shape[1]}" for name, image in present)
+        raise ValueError(f"The layers must all have the same size ({listing}). Resize them (Upscale Image) or "
+                         "generate them at one size.")
+    batches = {image.shape[0] for _, image in present} - {1}
+    if len(batches) > 1:
+        raise ValueError(f"The layers' batch sizes differ ({sorted(batches)}); give each layer the same batch "
+                         "size, or a single image to use for all.")
+    batch = max(batches, default=1)
+    layers = []
+    for _, image in present:
+        pixels = image.movedim(-1, 1).float()
+        if pixels.shape[1] == 3:
+            pixels = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1)
+        layers.append(pixels.expand(batch, -1, -1, -1))
+    return [name for name, _ in present], layers

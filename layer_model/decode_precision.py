@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-AUTO, FP32, BF16, FP16 = "auto", "fp32", "bf16", "fp16"
-PRECISIONS = (AUTO, FP32, BF16, FP16)
+from ._common import families
+
+FP32, BF16, FP16 = "fp32", "bf16", "fp16"
+PRECISIONS = (families.AUTO, FP32, BF16, FP16)
 DTYPES = {FP32: torch.float32, BF16: torch.bfloat16, FP16: torch.float16}
 
 
@@ -54,7 +56,7 @@ def choose_precision(requested: str, device: DeviceTraits) -> str:
     """
     if requested not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
-    if requested == AUTO:
+    if requested == families.AUTO:
         return FP16 if device.fp16_fast else FP32
     if requested == BF16 and not device.bf16_supported:
         raise PrecisionError(f"This {device.kind} device cannot compute in bf16. Set precision to 'auto', "

@@ -9,51 +9,36 @@ import logging
 import os
 from collections.abc import Callable
 
-import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
-import comfy.supported_models
 import comfy.utils
 import folder_paths
 import torch
 
 from . import weights
+from ._common import families
+from ._common import host as common_host
 from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup
 from .pickled_codec import convert_pickled_codec
 from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
 
-BASE_CHOICES = (weights.SDXL, weights.SD15, weights.FLUX)
-AUTO = "auto"
+BASE_CHOICES = families.FAMILIES  # LayerDiffusion has weights for each family the pack knows
 
 
 def register_model_folder() -> None:
     """Make `models/layer_model` a host model folder; `extra_model_paths.yaml` may add more."""
-    default = os.path.join(folder_paths.models_dir, weights.FOLDER_NAME)
-    # Folders from extra_model_paths.yaml (read before packs load) stay first: downloads land there.
-    folder_paths.add_model_folder_path(weights.FOLDER_NAME, default)
-    paths, extensions = folder_paths.folder_names_and_paths[weights.FOLDER_NAME]
-    # The yaml loader may have created the entry first with no extensions; the host then lists nothing.
-    folder_paths.folder_names_and_paths[weights.FOLDER_NAME] = (paths, set(extensions) | {".safetensors"})
+    common_host.register_model_folder(weights.FOLDER_NAME, {".safetensors"})
 
 
 def layer_model_folders() -> list[str]:
     return folder_paths.get_folder_paths(weights.FOLDER_NAME)
 
 
-_BASE_OF_LATENT_FORMAT = {comfy.latent_formats.SDXL: weights.SDXL, comfy.latent_formats.SD15: weights.SD15,
-                          comfy.latent_formats.Flux: weights.FLUX}
-
-
 def base_from_model(model) -> str:
     """SDXL, SD1.5 or FLUX, read from the MODEL's own latent space; other families are refused clearly."""
-    base = _BASE_OF_LATENT_FORMAT.get(type(model.model.latent_format))
-    if base is None:
-        raise ValueError(
-            f"The connected MODEL ({type(model.model.model_config).__name__}) is not SD1.5, SDXL or FLUX.1; "
-            "LayerDiffusion only has weights for those (FLUX.2, SD3 and others use another latent space). "
-            "Load an SD1.5, SDXL or FLUX.1 model."
-        )
-    return base
+    return common_host.model_family(model, BASE_CHOICES, (
+        "The connected MODEL ({model}) is not SD1.5, SDXL or FLUX.1; LayerDiffusion only has weights for those "
+        "(FLUX.2, SD3 and others use another latent space). Load an SD1.5, SDXL or FLUX.1 model."))
 
 
 def resolve_base(sd_version: str, model=None, latent_channels: int | None = None, check: bool = True) -> str:
@@ -62,9 +47,9 @@ def resolve_base(sd_version: str, model=None, latent_channels: int | None = None
     `latent_channels` (of the LATENT to decode, or of the VAE to encode with) is checked against the base
     before any weight is loaded, unless `check` is off.
     """
-    if sd_version != AUTO:
+    if sd_version != families.AUTO:
         if sd_version not in BASE_CHOICES:
-            raise ValueError(f"sd_version must be one of {(AUTO,) + BASE_CHOICES}, got {sd_version!r}")
+            raise ValueError(f"sd_version must be one of {(families.AUTO,) + BASE_CHOICES}, got {sd_version!r}")
         base = sd_version
     elif model is not None:
         base = base_from_model(model)
@@ -135,7 +120,7 @@ def load_codec(kind: str, base: str, setup: CodecSetup | None = None) -> comfy.m
     (`decode_precision.codec_setup`); by default, `auto` on the load device.
     """
     load_device = mm.get_torch_device()
-    setup = setup or codec_setup(AUTO, device_traits(load_device))
+    setup = setup or codec_setup(families.AUTO, device_traits(load_device))
     weight, prefix = weights.codec_file(base, kind)
     path = ensure_weight(weight)
     stat = os.stat(path)
@@ -255,8 +240,8 @@ def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[t
     return torch.cat(means), torch.cat(stds)
 
 
-def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmentations: int,
-                      sub_batch_size: int, precision: str = AUTO, traits: DeviceTraits | None = None) -> torch.Tensor:
+def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmentations: int, sub_batch_size: int,
+                      precision: str = families.AUTO, traits: DeviceTraits | None = None) -> torch.Tensor:
     """RGBA [B,4,H,W] from latents and their VAE-decoded RGB [B,3,H,W], run the host's way.
 
     The decoder is loaded through model management with room for its activations, shows a host

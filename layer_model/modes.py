@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._common import families
 from .weights import FLUX, SD15, SDXL
 
 
@@ -24,15 +25,15 @@ TRANSPARENT_MODES = (
     LayerMode("SD1.5 transparent (attention sharing)", SD15, "layer_sd15_transparent_attn.safetensors"),
     LayerMode("FLUX.1 transparent (LoRA)", FLUX, "layerlora.safetensors", kind="peft_lora"),
 )
-AUTO = "auto"
 
 
 def transparent_mode(name: str, base: str) -> LayerMode:
     """The mode called `name`, or for 'auto' the first transparent mode of `base`."""
     for mode in TRANSPARENT_MODES:
-        if mode.name == name or (name == AUTO and mode.base == base):
+        if mode.name == name or (name == families.AUTO and mode.base == base):
             return mode
-    raise ValueError(f"unknown mode {name!r}; choose one of {[AUTO] + [m.name for m in TRANSPARENT_MODES]}")
+    choices = [families.AUTO] + [m.name for m in TRANSPARENT_MODES]
+    raise ValueError(f"unknown mode {name!r}; choose one of {choices}")
 
 
 JOINT_MODE = LayerMode("SD1.5 joint (foreground, background, blended)", SD15, "layer_sd15_joint.safetensors",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import safetensors.torch
 import torch
 
-from ._common import files
+from ._common import families, files
 
 REPOSITORY = "LayerDiffusion/layerdiffusion-v1"
 REVISION = "e337e9d7a0f2a6fee6c3580374327380f88d065b"
@@ -30,7 +30,7 @@ BASE_URL_ENV = "LAYER_SKETCH_WEIGHTS_URL"  # a mirror (or a test server) serving
 OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetch by hand
 FOLDER_NAME = "layer_model"
 
-SDXL, SD15, FLUX = "SDXL", "SD1.5", "FLUX"
+SDXL, SD15, FLUX = families.SDXL, families.SD15, families.FLUX  # the registry names each file's family
 
 log = logging.getLogger(__name__)
 

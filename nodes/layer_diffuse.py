@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..common.families import AUTO
 from ..layer_model import host, host_patches
 from ..layer_model.modes import (
-    AUTO,
     COND_JOINT_MODES,
     COND_MODES,
     DIFF_MODES,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-import comfy.model_management as mm
-import folder_paths
 import numpy as np
 import torch
 from PIL import Image
 
 from ..common import files
-from ..layer_model.alpha import composite_over, preview_on_checkerboard
+from ..common import host as common_host
+from ..layer_model.alpha import composite_over, preview_on_checkerboard, stack_layers
 from ..layer_model.layered_files import write_ora, write_psd
 
 CATEGORY = "layer_diffuse"
@@ -30,28 +29,6 @@ def _layer_inputs(first: str, second: str) -> dict:
             "layer_4": ("IMAGE", {"tooltip": f"Optional: a fourth layer on top. {LAYER_TOOLTIP}"}),
         },
     }
-
-
-def _stack(named: list[tuple[str, torch.Tensor | None]]) -> tuple[list[str], list[torch.Tensor]]:
-    """Given layers (bottom first) as [B,4,H,W], same size, batches broadcast from 1; RGB made opaque."""
-    present = [(name, image) for name, image in named if image is not None]
-    sizes = {(image.shape[1], image.shape[2]) for _, image in present}
-    if len(sizes) > 1:
-        listing = ", ".join(f"{name} {image.shape[2]}x{image.shape[1]}" for name, image in present)
-        raise ValueError(f"The layers must all have the same size ({listing}). Resize them (Upscale Image) or "
-                         "generate them at one size.")
-    batches = {image.shape[0] for _, image in present} - {1}
-    if len(batches) > 1:
-        raise ValueError(f"The layers' batch sizes differ ({sorted(batches)}); give each layer the same batch "
-                         "size, or a single image to use for all.")
-    batch = max(batches, default=1)
-    layers = []
-    for _, image in present:
-        pixels = image.movedim(-1, 1).float()
-        if pixels.shape[1] == 3:
-            pixels = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1)
-        layers.append(pixels.expand(batch, -1, -1, -1))
-    return [name for name, _ in present], layers
 
 
 class LayerDiffuseComposite:
@@ -74,9 +51,9 @@ class LayerDiffuseComposite:
         return inputs
 
     def composite(self, background, foreground, layer_3=None, layer_4=None, alpha="straight"):
-        _, layers = _stack([("background", background), ("foreground", foreground), ("layer_3", layer_3),
-                            ("layer_4", layer_4)])
-        out = composite_over(layers, premultiplied=alpha == "premultiplied").to(mm.intermediate_device())
+        _, layers = stack_layers([("background", background), ("foreground", foreground), ("layer_3", layer_3),
+                                  ("layer_4", layer_4)])
+        out = composite_over(layers, premultiplied=alpha == "premultiplied").to(common_host.intermediate_device())
         preview = preview_on_checkerboard(out[:, :3], out[:, 3:])
         return out.movedim(1, -1), 1.0 - out[:, 3], preview.movedim(1, -1)
 
@@ -104,12 +81,11 @@ class LayerDiffuseSaveLayers:
 
     def save(self, background, foreground, filename_prefix, formats, layer_3=None, layer_4=None,
              layer_names="background, foreground, layer 3, layer 4"):
-        keys, layers = _stack([("background", background), ("foreground", foreground), ("layer_3", layer_3),
-                               ("layer_4", layer_4)])
+        keys, layers = stack_layers([("background", background), ("foreground", foreground),
+                                     ("layer_3", layer_3), ("layer_4", layer_4)])
         names = _names(layer_names, keys)
         height, width = layers[0].shape[-2:]
-        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
+        folder, stem, counter, subfolder = common_host.output_path(filename_prefix, width, height)
         shown = []
         for index in range(layers[0].shape[0]):
             arrays = [_uint8(layer[index]) for layer in layers]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 
-import comfy.model_management as mm
-import comfy.utils
-import folder_paths
 import torch
 
+from ..common import host as common_host
 from ..sketch_guidance import edges, host
 from ..sketch_guidance.dataset import ImageFolder
 from ..sketch_guidance.features import LAYER_SETS
@@ -30,7 +28,7 @@ class SketchGuidanceLoadPredictor:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"predictor_name": (folder_paths.get_filename_list(host.FOLDER_NAME), {
+        return {"required": {"predictor_name": (host.predictor_names(), {
             "tooltip": "A file in models/edge_predictor, trained for your checkpoint's base model (SD1.5 or SDXL)."})}}
 
     def load(self, predictor_name):
@@ -92,7 +90,7 @@ class SketchToEdgeMap:
     def edge_map(self, image, source):
         pixels = image.movedim(-1, 1)
         strokes = edges.sketch_edges(pixels) if source == "sketch" else edges.photo_edges(pixels)
-        return (edges.as_rgb(strokes).movedim(1, -1).to(mm.intermediate_device()),)
+        return (edges.as_rgb(strokes).movedim(1, -1).to(common_host.intermediate_device()),)
 
 
 class SketchGuidanceTrainPredictor:
@@ -135,10 +133,10 @@ class SketchGuidanceTrainPredictor:
 
     def train(self, model, vae, clip, image_folder, steps, batch_size, learning_rate, file_name, resolution=512,
               layer_set="paper", seed=0):
-        output = _predictor_output_path(file_name)
+        output = host.predictor_output_path(file_name)
         dataset = ImageFolder(image_folder.strip(), resolution)  # refuses empty folders and broken images
         config = TrainConfig(steps, batch_size, learning_rate, seed)
-        bar = comfy.utils.ProgressBar(steps)
+        bar = common_host.progress_bar(steps)
         with torch.inference_mode(False):
             source = host.HostFeatureSource(model, vae, clip, layer_set)
             report = train_predictor(source, dataset, config, output, lambda step, total, loss: bar.update_absolute(
@@ -147,14 +145,3 @@ class SketchGuidanceTrainPredictor:
         summary = (f"Saved {output}: {len(dataset)} images, {steps} steps, loss {sum(first) / len(first):.4f} "
                    f"-> {sum(last) / len(last):.4f}")
         return (host.load_predictor_model(os.path.basename(output)), summary)
-
-
-def _predictor_output_path(file_name: str) -> str:
-    name = os.path.basename(file_name.strip())
-    if not name or name != file_name.strip():
-        raise ValueError(f"file_name {file_name!r} must be a plain file name (no folders), e.g. my_edge_predictor")
-    if not name.endswith(".safetensors"):
-        name += ".safetensors"
-    folder = folder_paths.get_folder_paths(host.FOLDER_NAME)[0]
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, name)

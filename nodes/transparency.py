@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import comfy.model_management as mm
 import torch
 
+from ..common import families
+from ..common import host as common_host
 from ..layer_model import host
 from ..layer_model.alpha import preview_on_checkerboard
 from ..layer_model.decode_precision import PRECISIONS
@@ -13,8 +14,8 @@ from ..layer_model.transparent_codec import AUGMENTATIONS, check_latent_matches_
 CATEGORY = "layer_diffuse"
 
 SD_VERSION = (
-    [host.AUTO, *host.BASE_CHOICES],
-    {"default": host.AUTO,
+    [families.AUTO, *host.BASE_CHOICES],
+    {"default": families.AUTO,
      "tooltip": "Which transparent VAE to use. 'auto' reads it from the MODEL input, or picks FLUX for a "
                 "16-channel latent; SD1.5 and SDXL latents look alike, so connect the MODEL for those or pick "
                 "the base your checkpoint belongs to."},
@@ -48,7 +49,7 @@ def _to_bhwc(image: torch.Tensor) -> torch.Tensor:
 
 def _outputs(rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(RGBA IMAGE, MASK with 1 = transparent, RGB preview on a checkerboard)."""
-    out = rgba.to(mm.intermediate_device())
+    out = rgba.to(common_host.intermediate_device())
     preview = preview_on_checkerboard(out[:, :3], out[:, 3:])
     return _to_bhwc(out), 1.0 - out[:, 3], _to_bhwc(preview)
 

@@ -12,7 +12,6 @@ import logging
 import os
 from functools import partial
 
-import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -21,6 +20,8 @@ import folder_paths
 import torch
 
 from . import edges
+from ._common import families
+from ._common import host as common_host
 from .features import Layer, capture, feature_channels
 from .guidance import (
     GuidanceState,
@@ -41,24 +42,37 @@ WRAPPER_KEY = "layer_sketch_guidance"
 ModelPatcher = comfy.model_patcher.ModelPatcher
 
 
+BASES = (families.SD15, families.SDXL)  # UNet models: edge predictors read a UNet's features
+
+
 def register_model_folder() -> None:
     """Make `models/edge_predictor` a host model folder; `extra_model_paths.yaml` may add more."""
-    folder_paths.add_model_folder_path(FOLDER_NAME, os.path.join(folder_paths.models_dir, FOLDER_NAME))
-    paths, extensions = folder_paths.folder_names_and_paths[FOLDER_NAME]
-    folder_paths.folder_names_and_paths[FOLDER_NAME] = (paths, set(extensions) | EXTENSIONS)
+    common_host.register_model_folder(FOLDER_NAME, EXTENSIONS)
 
 
 def base_of(model: ModelPatcher) -> str:
-    """"SD15" or "SDXL" from the MODEL's latent space; other families are refused."""
-    latent_format = type(model.model.latent_format)
-    if latent_format is comfy.latent_formats.SDXL:
-        return "SDXL"
-    if latent_format is comfy.latent_formats.SD15:
-        return "SD15"
-    raise ValueError(f"Sketch guidance supports SD1.5 and SDXL models; the connected MODEL is "
-                     f"{type(model.model.model_config).__name__}. Its edge predictors read a UNet's features, "
-                     "which FLUX and other transformer models do not have: sample the sketch-guided image with an "
-                     "SD1.5 or SDXL checkpoint (a ControlNet of your model's family can follow lines too).")
+    """SD1.5 or SDXL from the MODEL's latent space; other families are refused."""
+    return common_host.model_family(model, BASES, (
+        "Sketch guidance supports SD1.5 and SDXL models; the connected MODEL is {model}. Its edge predictors read "
+        "a UNet's features, which FLUX and other transformer models do not have: sample the sketch-guided image "
+        "with an SD1.5 or SDXL checkpoint (a ControlNet of your model's family can follow lines too)."))
+
+
+def predictor_names() -> list[str]:
+    """The files listed in the edge_predictor folders."""
+    return folder_paths.get_filename_list(FOLDER_NAME)
+
+
+def predictor_output_path(file_name: str) -> str:
+    """Where Train Predictor saves `file_name`: models/edge_predictor/<file_name>.safetensors (folder made)."""
+    name = os.path.basename(file_name.strip())
+    if not name or name != file_name.strip():
+        raise ValueError(f"file_name {file_name!r} must be a plain file name (no folders), e.g. my_edge_predictor")
+    if not name.endswith(".safetensors"):
+        name += ".safetensors"
+    folder = folder_paths.get_folder_paths(FOLDER_NAME)[0]
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)
 
 
 def predictor_path(name: str) -> str:

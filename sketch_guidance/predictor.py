@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ._common import files
+from ._common import families, files
 from .features import LAYER_SETS, Layer
 
 FORMAT = "comfyui-layer-sketch.edge-predictor"
@@ -31,13 +31,17 @@ class PredictorFileError(ValueError):
 
 @dataclass(frozen=True)
 class PredictorInfo:
-    base: str  # "SD15" or "SDXL"
+    base: str  # SD1.5 or SDXL (families.SD15/SDXL); files from earlier versions say "SD15"
     layer_set: str
     layers: tuple[Layer, ...]
     feature_channels: int
     latent_channels: int = 4
     encodings: int = ENCODINGS
     trained_steps: int = 0
+
+    def __post_init__(self) -> None:
+        # One spelling in memory, so predictors saved with a legacy one still match their MODEL.
+        object.__setattr__(self, "base", families.canonical(self.base))
 
     @property
     def input_channels(self) -> int:
@@ -134,7 +138,7 @@ def _load_state(predictor: EdgePredictor, state: dict[str, torch.Tensor], path: 
 COMMUNITY_LAYER_SETS = {7080: "down_up", 9320: "down_mid_up"}
 
 
-def import_community_checkpoint(path: str, base: str = "SD15") -> EdgePredictor:
+def import_community_checkpoint(path: str, base: str = families.SD15) -> EdgePredictor:
     """A pickled community predictor (`SDv1.5-trained_LGP.pt`, `edge_predictor.pt`) as this pack's predictor."""
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)

@@ -90,7 +90,7 @@ def test_shipped_training_workflow_saves_a_predictor_for_the_checkpoint(live_ser
     assert result.ok, json.dumps(result.error, indent=1)
     saved = live_server.base / "models" / "edge_predictor" / "e2e_trained.safetensors"
     predictor = load_predictor(str(saved))
-    assert (predictor.info.base, predictor.info.feature_channels, predictor.info.trained_steps) == ("SD15", 9280, 2)
+    assert (predictor.info.base, predictor.info.feature_channels, predictor.info.trained_steps) == ("SD1.5", 9280, 2)
     assert "e2e_trained.safetensors" in json.dumps(result.outputs["3"]), "the report is shown"
 
 

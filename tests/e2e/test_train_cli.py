@@ -26,7 +26,7 @@ def test_command_line_training_writes_a_predictor_and_resumes(tmp_path, fixture_
     output = tmp_path / "cli_edges.safetensors"
     first = _train(fixture_cache, images, output, 2)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "SD15 checkpoint, 3 images, 9280 feature channels" in first.stdout
+    assert "SD1.5 checkpoint, 3 images, 9280 feature channels" in first.stdout
     assert "2/2" in first.stderr, "tqdm shows progress"
     assert load_predictor(str(output)).info.trained_steps == 2
     again = _train(fixture_cache, images, output, 3)

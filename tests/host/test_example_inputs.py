@@ -6,7 +6,7 @@ import json
 
 import folder_paths
 import pytest
-from comfyui_layer_sketch.nodes.example_inputs import EXAMPLES, install_example_inputs
+from comfyui_layer_sketch.common.host import EXAMPLES, install_example_inputs
 from PIL import Image
 
 

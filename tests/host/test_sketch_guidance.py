@@ -10,7 +10,9 @@ import comfy.sample
 import comfy.samplers
 import comfy.supported_models
 import pytest
+import safetensors.torch
 import torch
+from comfyui_layer_sketch.common import families
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 from comfyui_layer_sketch.sketch_guidance import host as sketch_host
 from comfyui_layer_sketch.sketch_guidance.dataset import DatasetError, ImageFolder
@@ -25,6 +27,7 @@ from comfyui_layer_sketch.sketch_guidance.predictor import (
     load_predictor,
 )
 from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor
+from safetensors import safe_open
 from support import layer_files, sketches
 from support.host_models import (
     NARROW_SD15_UNET,
@@ -164,7 +167,7 @@ def test_bad_inputs_are_refused_before_sampling(narrow, trained):
     info = predictor.info
     for wrong, message in (
         (PredictorInfo("SDXL", info.layer_set, info.layers, info.feature_channels), "trained for SDXL"),
-        (PredictorInfo("SD15", "paper", info.layers, 9280), "9280 feature channels"),
+        (PredictorInfo(families.SD15, "paper", info.layers, 9280), "9280 feature channels"),
     ):
         with pytest.raises(PredictorFileError, match=message), torch.inference_mode():
             Apply().apply(model, vae, patcher_of(EdgePredictor(wrong)), sketches.drawn_sketch(1), 1.6, 0.5)
@@ -172,6 +175,24 @@ def test_bad_inputs_are_refused_before_sampling(narrow, trained):
         Apply().apply(model, vae, patcher_of(predictor), torch.ones(1, 64, 64, 3), 1.6, 0.5)
     with pytest.raises(ValueError, match="out of range"), torch.inference_mode():
         Apply().apply(model, vae, patcher_of(predictor), sketches.drawn_sketch(1), 11.0, 0.5)
+
+
+def test_a_predictor_saved_with_the_legacy_sd15_spelling_still_fits_an_sd15_model(predictor_folder, narrow, trained):
+    """Predictors saved before the family names were shared say "SD15": the Load node loads them and Apply
+    takes them for an SD1.5 MODEL, as it takes one trained now (which carries the MODEL's own spelling)."""
+    model, _ = narrow
+    with safe_open(trained[0], framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["base"] == families.SD15 == sketch_host.base_of(model)
+    old = predictor_folder / "old_spelling.safetensors"
+    legacy = {**metadata, "base": "SD15"}
+    safetensors.torch.save_file(safetensors.torch.load_file(trained[0]), str(old), metadata=legacy)
+    load = NODE_CLASS_MAPPINGS["SketchGuidanceLoadPredictor"]
+    assert old.name in load.INPUT_TYPES()["required"]["predictor_name"][0]
+    (predictor,) = load().load(old.name)
+    assert predictor.model.info.base == families.SD15
+    sketch_host.check_fits(predictor.model, model)
+    sketch_host.check_fits(load_predictor(trained[0]), model)
 
 
 def test_sketch_of_another_shape_is_resized_and_said(narrow, clip, trained, caplog):
@@ -228,6 +249,6 @@ def test_guidance_on_an_sdxl_shaped_unet(fixture_cache):
         plain = _sample(model, positive, negative, seed=2, steps=4)
         steered = _sample(guided, positive, negative, seed=2, steps=4)
     assert torch.isfinite(steered).all() and (steered - plain).abs().max() > 1e-3
-    with pytest.raises(PredictorFileError, match="trained for SDXL models, but the connected MODEL is SD15"), \
+    with pytest.raises(PredictorFileError, match=r"trained for SDXL models, but the connected MODEL is SD1\.5"), \
             torch.inference_mode():
         Apply().apply(random_model("SD15", NARROW_SD15_UNET), vae, predictor, sketches.drawn_sketch(5), 1.6, 0.5)

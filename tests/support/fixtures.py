@@ -116,16 +116,16 @@ SD15_PREDICTOR = "random_sd15_paper_edges.safetensors"
 SDXL_PREDICTOR = "random_sdxl_paper_edges.safetensors"
 
 
-def edge_predictor_file(cache: Path, base: str = "SD15", seed: int = 0) -> Path:
+def edge_predictor_file(cache: Path, base: str = "SD1.5", seed: int = 0) -> Path:
     """An edge predictor for the full-size model of `base` (paper layers; SD1.5: 9280 channels, SDXL: 8320)
     with random weights and running statistics, in the pack's format."""
     from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS
     from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo, save_predictor
 
-    path = cache / (SD15_PREDICTOR if base == "SD15" else SDXL_PREDICTOR)
+    path = cache / (SD15_PREDICTOR if base == "SD1.5" else SDXL_PREDICTOR)
     if not path.exists():
         torch.manual_seed(seed)
-        channels = {"SD15": 9280, "SDXL": 8320}[base]
+        channels = {"SD1.5": 9280, "SDXL": 8320}[base]
         predictor = EdgePredictor(PredictorInfo(base, "paper", LAYER_SETS["paper"], channels))
         with torch.no_grad():
             for layer in predictor.layers:

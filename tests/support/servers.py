@@ -36,7 +36,7 @@ def sd15_setup(make_dir: Callable[[str], Path], cache: Path) -> tuple[Path, Path
     base = new_base_dir(make_dir, {
         "checkpoints": {fixtures.SD15_CHECKPOINT: fixtures.sd15_checkpoint(cache)},
         "controlnet": {fixtures.SD15_CONTROLNET: fixtures.sd15_controlnet(cache)},
-        "edge_predictor": {fixtures.SD15_PREDICTOR: fixtures.edge_predictor_file(cache, "SD15"),
+        "edge_predictor": {fixtures.SD15_PREDICTOR: fixtures.edge_predictor_file(cache, "SD1.5"),
                            fixtures.SDXL_PREDICTOR: fixtures.edge_predictor_file(cache, "SDXL")},
     })
     layer_folder = make_dir("shared_models") / "layer_model"

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from comfyui_layer_sketch.common import families
 from comfyui_layer_sketch.sketch_guidance import edges
 from comfyui_layer_sketch.sketch_guidance.dataset import DatasetError, ImageFolder
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, Layer
@@ -20,8 +21,9 @@ from comfyui_layer_sketch.sketch_guidance.predictor import (
     save_predictor,
 )
 from PIL import Image
+from safetensors import safe_open
 
-INFO = PredictorInfo("SD15", "paper", LAYER_SETS["paper"], 24)
+INFO = PredictorInfo(families.SD15, "paper", LAYER_SETS["paper"], 24)
 
 
 def _predictor(info: PredictorInfo = INFO, seed: int = 0) -> EdgePredictor:
@@ -67,6 +69,26 @@ def test_predictor_is_per_pixel_and_saves_with_its_description(tmp_path):
     torch.testing.assert_close(loaded(features, noise), out)
 
 
+def test_a_predictor_saved_with_the_legacy_sd15_spelling_loads_as_sd15(tmp_path):
+    """Files saved before the family names were shared say "SD15"; they keep loading as SD1.5 predictors,
+    and a file saved now carries the one spelling that MODEL detection returns."""
+    import safetensors.torch
+
+    predictor = _predictor()
+    old = tmp_path / "old.safetensors"
+    legacy = {**INFO.metadata(), "base": "SD15"}
+    safetensors.torch.save_file({k: v.contiguous() for k, v in predictor.state_dict().items()}, str(old),
+                                metadata=legacy)
+    loaded = load_predictor(str(old))
+    assert loaded.info.base == families.SD15 == "SD1.5" and loaded.info == INFO
+    features, noise = torch.randn(1, 24, 3, 3), torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(loaded(features, noise), predictor(features, noise))
+    save_predictor(loaded, str(tmp_path / "new.safetensors"))
+    with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as handle:
+        assert handle.metadata()["base"] == families.SD15
+    assert load_predictor(str(tmp_path / "new.safetensors")).info.base == families.SD15
+
+
 def test_files_of_another_kind_are_refused_clearly(tmp_path):
     import safetensors.torch
 
@@ -81,7 +103,7 @@ def test_files_of_another_kind_are_refused_clearly(tmp_path):
 
 
 def _community_state(width: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    info = PredictorInfo("SD15", "x", (), width - 40)
+    info = PredictorInfo(families.SD15, "x", (), width - 40)
     return {k: v.half() if v.is_floating_point() else v for k, v in _predictor(info, seed).state_dict().items()}
 
 
