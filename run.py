@@ -116,10 +116,11 @@ def _model_remedy(models_dir: Path | None) -> Callable[[str], str]:
     return lambda folder: f"pass {MODEL_OPTIONS}, or put the file into {models_dir / folder}/"
 
 
-def marker_selection(host: hostenv.Host, selection: str = "all") -> list[str]:
-    """pytest's -m for one host: what its table entry runs (hostenv.CI_SELECTIONS), or the whole suite."""
-    if selection == "all" and host != hostenv.NEWEST:
-        return ["-m", "not newest_host"]  # the whole suite there, but for what only the newest runs
+def marker_selection(host: hostenv.Host, selection: str | None = None) -> list[str]:
+    """pytest's -m for one host: what its table entry runs under `run.py --test` (hostenv.CI_SELECTIONS), or
+    with no selection the whole suite there (on an older host, what only the newest runs aside)."""
+    if selection is None:
+        return ["-m", "not older_editor" if host == hostenv.NEWEST else "not newest_host"]
     return ["-m", hostenv.CI_SELECTIONS[selection]]
 
 
