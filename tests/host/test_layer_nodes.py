@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -67,3 +69,22 @@ def test_save_layers_writes_layered_files_and_pngs_into_the_output_folder(output
     png = Image.open(output_dir / "sets" / "cat_00001_foreground.png")
     assert png.mode == "RGBA" and png.size == (24, 16)
     assert not list(output_dir.rglob("*.part"))
+
+
+def test_a_png_that_fails_mid_write_leaves_no_partial_file(output_dir, monkeypatch):
+    SaveLayers().save(torch.zeros(1, 16, 24, 3), _foreground(), "cat", "png")
+    before = {p.name: p.read_bytes() for p in output_dir.iterdir()}
+    assert sorted(before) == ["cat_00001_background.png", "cat_00001_foreground.png"]
+    written = []
+
+    def writes_some_bytes_then_fails(image, path, *args, **kwargs):  # stands in for PIL's PNG writer
+        written.append(path)
+        with open(path, "wb") as handle:
+            handle.write(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", writes_some_bytes_then_fails)
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        SaveLayers().save(torch.zeros(1, 16, 24, 3), _foreground(), "cat", "png")
+    assert written, "the failure was injected"
+    assert {p.name: p.read_bytes() for p in output_dir.iterdir()} == before, "no partial file, earlier files kept"

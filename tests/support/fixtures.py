@@ -13,6 +13,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from comfyui_layer_sketch.common import files
 from comfyui_layer_sketch.layer_model.transparent_vae import TransparencyEncoder, TransparentDecoder
 
 HERE = Path(__file__).resolve().parent
@@ -27,9 +28,8 @@ SD15_CHECKPOINT = "random_sd15.safetensors"
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
-    tmp = path.with_suffix(".part")
-    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, tmp)
     return path
 
 
@@ -81,8 +81,9 @@ def sd15_checkpoint(cache: Path, slim: bool = False) -> Path:
     widens to 1280): the same block layout and CLIP/VAE, for command-line runs many times over."""
     path = cache / (SD15_SLIM_CHECKPOINT if slim else SD15_CHECKPOINT)
     if not path.exists():
-        command = [sys.executable, str(HERE / "make_sd15_checkpoint.py"), str(path)] + (["--slim"] if slim else [])
-        subprocess.run(command, check=True, env=dict(os.environ))
+        with files.atomic_path(path) as tmp:
+            command = [sys.executable, str(HERE / "make_sd15_checkpoint.py"), tmp] + (["--slim"] if slim else [])
+            subprocess.run(command, check=True, env=dict(os.environ))
     return path
 
 
@@ -93,8 +94,9 @@ def sd15_controlnet(cache: Path) -> Path:
     """Full-size SD1.5 ControlNet with random weights (361 M parameters, made once)."""
     path = cache / SD15_CONTROLNET
     if not path.exists():
-        subprocess.run([sys.executable, str(HERE / "make_sd15_controlnet.py"), str(path)], check=True,
-                       env=dict(os.environ), cwd=HERE)
+        with files.atomic_path(path) as tmp:
+            subprocess.run([sys.executable, str(HERE / "make_sd15_controlnet.py"), tmp], check=True,
+                           env=dict(os.environ), cwd=HERE)
     return path
 
 
@@ -107,8 +109,9 @@ def sdxl_checkpoint_and_lora(cache: Path) -> tuple[Path, Path]:
     8 GB peak RAM) and a rank-256 `layer_xl_transparent_attn` LoRA in the published keys for its UNet."""
     checkpoint, lora = cache / SDXL_CHECKPOINT, cache / SDXL_ATTN_LORA
     if not (checkpoint.exists() and lora.exists()):
-        subprocess.run([sys.executable, str(HERE / "make_sdxl_checkpoint.py"), str(checkpoint), str(lora)],
-                       check=True, env=dict(os.environ), cwd=HERE)
+        with files.atomic_path(checkpoint) as checkpoint_tmp, files.atomic_path(lora) as lora_tmp:
+            subprocess.run([sys.executable, str(HERE / "make_sdxl_checkpoint.py"), checkpoint_tmp, lora_tmp],
+                           check=True, env=dict(os.environ), cwd=HERE)
     return checkpoint, lora
 
 

@@ -7,7 +7,6 @@ double-stream and one single-stream block: the host reads the block counts from 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import comfy.sd
@@ -15,8 +14,10 @@ import safetensors.torch
 import torch
 from comfy.ldm.models.autoencoder import AutoencoderKL
 from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
+from comfyui_layer_sketch.common import files
 from comfyui_layer_sketch.layer_model.transparent_codec import FLUX_CODEC
 
+from . import fixtures
 from .host_models import randomize
 
 HIDDEN, MLP, HEAD_DIM, CONTEXT, POOLED, LATENT_CHANNELS = 3072, 4 * 3072, 128, 4096, 768, 16
@@ -76,18 +77,11 @@ def _random_state(shapes: dict[str, tuple[int, ...]], seed: int, dtype=torch.bfl
     return state
 
 
-def save(state: dict[str, torch.Tensor], path: Path) -> Path:
-    tmp = path.with_name(path.name + ".part")
-    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
-
-
 def reduced_flux_file(cache: Path) -> Path:
     """The reduced FLUX.1-dev transformer in bf16 (545 M parameters, 1.1 GB; made once, in about 10 s)."""
     path = cache / REDUCED_FLUX
     if not path.exists():
-        save(_random_state(flux1_dev_shapes(), seed=0), path)
+        fixtures._save(_random_state(flux1_dev_shapes(), seed=0), path)
     return path
 
 
@@ -111,7 +105,7 @@ def flux_vae_file(cache: Path) -> Path:
     """A random VAE in the real `ae.safetensors` layout (84 M parameters, bf16)."""
     path = cache / FLUX_VAE
     if not path.exists():
-        save(ae_state(dtype=torch.bfloat16), path)
+        fixtures._save(ae_state(dtype=torch.bfloat16), path)
     return path
 
 
@@ -144,9 +138,8 @@ def transparent_vae_state(seed: int = 0, dtype=torch.float16) -> dict[str, torch
 
 
 def save_pickle(state: dict[str, torch.Tensor], path: Path) -> Path:
-    tmp = path.with_name(path.name + ".part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
+from comfyui_layer_sketch.common import files
 from comfyui_layer_sketch.layer_model.attention_sharing import AttentionSharingLayers, SharingState, attention_paths
 
 from .published_keys import LORA_TARGETS
@@ -83,7 +84,6 @@ def published_sharing_file(cache: Path, name: str, seed: int = 0) -> Path:
             else:
                 value = torch.randn(shape, generator=generator) * (0.02 if "lora" not in key else 0.01)
             state[key] = value.half()
-        tmp = path.with_suffix(".part")
-        save(state, tmp)
-        tmp.rename(path)
+        with files.atomic_path(path) as tmp:
+            save(state, Path(tmp))
     return path

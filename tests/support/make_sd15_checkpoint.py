@@ -54,9 +54,7 @@ def main(out: str, slim: bool = False) -> None:
     randomize(vae, generator)
     state.update({"first_stage_model." + k: v.half() for k, v in vae.state_dict().items()})
 
-    tmp = out + ".part"
-    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, out)
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state.items()}, out)
 
 
 if __name__ == "__main__":

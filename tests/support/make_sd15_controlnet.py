@@ -29,10 +29,8 @@ def main(out: str) -> None:
         use_spatial_transformer=True, legacy=False, adm_in_channels=None, use_checkpoint=False,
         operations=comfy.ops.disable_weight_init, dtype=torch.float32, device="cpu")
     randomize(net, torch.Generator().manual_seed(1))
-    tmp = out + ".part"
     comfy.utils.save_torch_file({"control_model." + k: v.half().contiguous() for k, v in net.state_dict().items()},
-                                tmp)
-    os.replace(tmp, out)
+                                out)
 
 
 if __name__ == "__main__":

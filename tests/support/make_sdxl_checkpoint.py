@@ -57,9 +57,7 @@ def _lora_state(unet_state: dict[str, torch.Tensor], generator: torch.Generator)
 
 
 def _save(state: dict[str, torch.Tensor], out: str) -> None:
-    tmp = out + ".part"
-    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, out)
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in state.items()}, out)
 
 
 def main(checkpoint_out: str, lora_out: str) -> None:

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from comfyui_layer_sketch import queue_workflow
 from comfyui_layer_sketch.common import files
 from comfyui_layer_sketch.layer_model import layered_files, pickled_codec, weights
 from comfyui_layer_sketch.layer_model.weights import WeightFile, WeightFileError
 from comfyui_layer_sketch.sketch_guidance import train
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS
 from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo, save_predictor
-from support.payload_server import PAYLOAD_SHA, payload_server
+from support.payload_server import PAYLOAD, PAYLOAD_SHA, payload_server
 
 OLD = b"the file as it was before"
 ROOM = 10  # bytes a failing writer gets onto the disk before it fails
@@ -207,3 +208,20 @@ def test_weight_download_interrupted_by_ctrl_c(server_url, tmp_path, monkeypatch
         weights.download(WeightFile("good.bin", weights.SD15, "decoder", PAYLOAD_SHA, "payload"), str(tmp_path),
                          progress=interrupt)
     assert _contents(tmp_path) == {}
+
+
+def _saved_image() -> queue_workflow.PromptResult:
+    image = {"filename": "good.bin", "subfolder": "", "type": "output"}
+    return queue_workflow.PromptResult("1", "success", {"9": {"images": [image]}})
+
+
+def test_queue_client_image_download(server_url, tmp_path, full_disk):
+    target = _old_file(tmp_path / "good.bin")
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        queue_workflow.download(server_url, _saved_image(), tmp_path)
+    _assert_failed_cleanly(tmp_path, full_disk, {target.name: OLD})
+
+
+def test_queue_client_image_download_lands_in_place(server_url, tmp_path):
+    assert queue_workflow.download(server_url, _saved_image(), tmp_path) == [tmp_path / "good.bin"]
+    assert _contents(tmp_path) == {"good.bin": PAYLOAD}
