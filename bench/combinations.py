@@ -4,7 +4,10 @@ On the full-size SD1.5 UNet (random weights, speed does not depend on values), e
 MODEL; all rows of a repeat run one after another, so drift in machine load hits them alike, and the
 fastest repeat counts. Ratios compare a combination with the slower of its two parts.
 
-    .host/0.30.0/venv/bin/python -P bench/combinations.py [--steps 3] [--size 256] [--repeats 2]
+    .host/0.30.0/venv/bin/python -P bench/combinations.py [--steps 3] [--size 256] [--repeats 2] [--smoke]
+
+`--smoke`: the narrow SD1.5-layout test UNet instead, to check that the bench runs (tests/e2e/test_benches.py);
+its figures then mean nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "devtools"), str(ROOT / "tests"), str(ROOT / "bench")]
+
+import hostimport  # noqa: E402
+
+hostimport.import_pack()  # before anything of the host (folder_paths, comfy_extras) is imported
+
 import folder_paths  # noqa: E402
 import torch  # noqa: E402
 from comfy_extras.nodes_hypertile import HyperTile  # noqa: E402
@@ -23,7 +32,7 @@ from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 from comfyui_layer_sketch.sketch_guidance import host as sketch_host  # noqa: E402
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, feature_channels  # noqa: E402
 from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo  # noqa: E402
-from patches import build, step_times  # noqa: E402  (sets up the host and the pack)
+from patches import build, step_times  # noqa: E402
 from support import layer_files  # noqa: E402
 from support.host_models import patcher_of  # noqa: E402
 
@@ -55,10 +64,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny models, to check the bench runs")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
-    base = build("SD15")
+    base = build("SD15", options.smoke)
     layer_files.save(layer_files.attention_sharing(base, 1, False), folder / "layer_sd15_transparent_attn.safetensors")
     models = graphs(base, options.size)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")

@@ -9,6 +9,9 @@ Weights are random (speed and memory do not depend on values); the full-size mod
 random SD1.5 checkpoint of the tests, loaded as the host loads checkpoints.
 
     .host/0.30.0/venv/bin/python -P bench/guidance.py [--size 256] [--steps 4] [--repeats 2] [--train-steps 3]
+                                                      [--smoke]
+
+`--smoke`: the narrow UNet alone, training batch 4, to check that the bench runs (tests/e2e/test_benches.py).
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny models, to check the bench runs")
     args = parser.parse_args()
     print(f"device: {mm.get_torch_device()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
@@ -143,7 +147,9 @@ def main() -> None:
     with torch.inference_mode():
         narrow, narrow_vae = random_model("SD15", NARROW_SD15_UNET), small_vae()
     sampling_report("narrow SD1.5-layout UNet", narrow, narrow_vae, clip, 64, args.steps, args.repeats)
-    training_report("narrow SD1.5-layout UNet", narrow, narrow_vae, clip, 64, args.train_steps, 16)
+    training_report("narrow SD1.5-layout UNet", narrow, narrow_vae, clip, 64, args.train_steps, 4 if args.smoke else 16)
+    if args.smoke:
+        return
 
     with torch.inference_mode():
         full, _, full_vae, _ = comfy.sd.load_checkpoint_guess_config(str(fixtures.sd15_checkpoint(CACHE)),

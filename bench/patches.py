@@ -7,7 +7,10 @@
   size.
 Weights are random in the published formats (speed does not depend on values).
 
-    .host/0.30.0/venv/bin/python -P bench/patches.py [--steps 4] [--size 256] [--repeats 2]
+    .host/0.30.0/venv/bin/python -P bench/patches.py [--steps 4] [--size 256] [--repeats 2] [--smoke]
+
+`--smoke`: the tiny test UNets instead, to check that the bench runs (tests/e2e/test_benches.py); its
+figures then mean nothing.
 """
 
 from __future__ import annotations
@@ -31,14 +34,17 @@ import folder_paths  # noqa: E402
 import torch  # noqa: E402
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 from support import layer_files  # noqa: E402
-from support.host_models import SD15_FULL_UNET, TINY_SDXL_UNET, random_model  # noqa: E402
+from support.host_models import NARROW_SD15_UNET, SD15_FULL_UNET, TINY_SDXL_UNET, random_model  # noqa: E402
 
 SDXL_SHAPED = {**TINY_SDXL_UNET, "model_channels": 128, "num_res_blocks": [2, 2, 2],
                "transformer_depth": [0, 0, 2, 2, 4, 4], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 4, 4, 4]}
 
 
-def build(kind: str):
-    return random_model(kind, {"SDXL": SDXL_SHAPED, "SD15": SD15_FULL_UNET}[kind])
+def build(kind: str, smoke: bool = False):
+    """The benchmarked UNet of `kind`, or with `smoke` the smallest one of the same layout."""
+    layouts = {"SDXL": TINY_SDXL_UNET, "SD15": NARROW_SD15_UNET} if smoke else {"SDXL": SDXL_SHAPED,
+                                                                                 "SD15": SD15_FULL_UNET}
+    return random_model(kind, layouts[kind])
 
 
 def step_times(model, batch: int, steps: int, size: int) -> tuple[float, float]:
@@ -61,6 +67,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny models, to check the bench runs")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
@@ -69,7 +76,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")
     print(f"{'case':<34} {'batch':>5} {'first s':>8} {'step s':>8} {'plain step s':>12} {'ratio':>6}")
 
-    sdxl = build("SDXL")
+    sdxl = build("SDXL", options.smoke)
     layer_files.save(layer_files.sdxl_attention_lora(sdxl, rank=256), folder / "layer_xl_transparent_attn.safetensors")
     layer_files.save(layer_files.sdxl_conv_diff(sdxl), folder / "layer_xl_transparent_conv.safetensors")
     cases = [("SDXL-shaped attention injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (attention "
@@ -80,7 +87,7 @@ def main() -> None:
                lambda m: apply.apply(m, "SDXL transparent (attention injection)", 1.0, 0.0, 0.99)[0], 1),
               ("SDXL-shaped conv, range 0-0.99", sdxl,
                lambda m: apply.apply(m, "SDXL transparent (conv injection)", 1.0, 0.0, 0.99)[0], 1)]
-    sd15 = build("SD15")
+    sd15 = build("SD15", options.smoke)
     layer_files.save(layer_files.attention_sharing(sd15, 1, False), folder / "layer_sd15_transparent_attn.safetensors")
     layer_files.save(layer_files.attention_sharing(sd15, 3, False), folder / "layer_sd15_joint.safetensors")
     cases += [("SD1.5 attention sharing, 1 frame", sd15, lambda m: apply.apply(m, "auto", 1.0)[0], 1),
