@@ -245,15 +245,6 @@ def probe_features(model: ModelPatcher, positive, latent: torch.Tensor, sigma: f
     return probe.result
 
 
-def predicted_edges(model: ModelPatcher, predictor: EdgePredictor, positive, x: torch.Tensor,
-                    sigma: float) -> torch.Tensor:
-    """What the predictor reads from the UNet at noisy (model-space) `x` and `sigma`: [B,4,h,w]."""
-    features, x_in, denoised = probe_features(model, positive, x, sigma, torch.zeros_like(x), predictor.info.layers)
-    sigmas = torch.full((x.shape[0],), sigma)
-    with torch.no_grad():
-        return predictor.to(features.device).eval()(features, noise_level(x_in, denoised, sigmas))
-
-
 def torch_device() -> torch.device:
     """The device the host runs models on (after --cpu and, under torchrun, this process's GPU)."""
     return mm.get_torch_device()

@@ -51,7 +51,7 @@ def test_guidance_lowers_the_edge_loss_with_each_sampler(narrow, clip, trained, 
                                           scheduler, positive, negative, latent, seed=seed, last_step=end,
                                           force_full_denoise=False, disable_pbar=True)
                 x = model.model.latent_format.process_in(out)
-                predicted = sketch_host.predicted_edges(model, predictor, positive, x, float(sigmas[end]))
+                predicted = sketches.predicted_edges(model, predictor, positive, x, float(sigmas[end]))
                 losses[name, seed] = float(edge_loss(predicted, target))
     ratio = sum(losses["guided", s] for s in seeds) / sum(losses["plain", s] for s in seeds)
     lower = sum(losses["guided", s] < losses["plain", s] for s in seeds)

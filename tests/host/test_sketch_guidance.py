@@ -139,7 +139,7 @@ def test_guidance_lowers_the_predicted_edge_loss_at_the_end_of_the_guided_range(
             for seed in seeds:
                 x = model.model.latent_format.process_in(_sample(sampled_model, positive, negative, seed, steps,
                                                                  last_step=end))
-                predicted = sketch_host.predicted_edges(model, predictor, positive, x, float(sigmas[end]))
+                predicted = sketches.predicted_edges(model, predictor, positive, x, float(sigmas[end]))
                 losses[name, seed] = float(edge_loss(predicted, target))
     lower = sum(losses["guided", s] < losses["plain", s] for s in seeds)
     ratio = sum(losses["guided", s] for s in seeds) / sum(losses["plain", s] for s in seeds)

@@ -8,6 +8,9 @@ import comfy.sd
 import numpy as np
 import torch
 from comfyui_layer_sketch.sketch_guidance import edges
+from comfyui_layer_sketch.sketch_guidance.guidance import noise_level
+from comfyui_layer_sketch.sketch_guidance.host import probe_features
+from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor
 from PIL import Image
 
 from . import fixtures
@@ -46,3 +49,12 @@ def checkpoint_clip(cache: Path):
     _, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(fixtures.sd15_checkpoint(cache)), output_vae=False,
                                                           output_clip=True, output_model=False)
     return clip
+
+
+def predicted_edges(model, predictor: EdgePredictor, positive, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """What the predictor reads from the UNet at noisy (model-space) `x` and `sigma`: [B,4,h,w] (how close a
+    sample came to the sketch, as guidance sees it)."""
+    features, x_in, denoised = probe_features(model, positive, x, sigma, torch.zeros_like(x), predictor.info.layers)
+    sigmas = torch.full((x.shape[0],), sigma)
+    with torch.no_grad():
+        return predictor.to(features.device).eval()(features, noise_level(x_in, denoised, sigmas))
