@@ -13,28 +13,23 @@ its figures then mean nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "devtools"), str(ROOT / "tests"), str(ROOT / "bench")]
+import host_first  # ComfyUI in-process, before its modules and the pack
 
-import hostimport  # noqa: E402
+import folder_paths
+import torch
+from comfy_extras.nodes_hypertile import HyperTile
+from comfy_extras.nodes_pag import PerturbedAttentionGuidance
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+from comfyui_layer_sketch.sketch_guidance import host as sketch_host
+from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, feature_channels
+from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo
+from support import layer_files
+from support.host_models import patcher_of
 
-hostimport.import_pack()  # before anything of the host (folder_paths, comfy_extras) is imported
-
-import folder_paths  # noqa: E402
-import torch  # noqa: E402
-from comfy_extras.nodes_hypertile import HyperTile  # noqa: E402
-from comfy_extras.nodes_pag import PerturbedAttentionGuidance  # noqa: E402
-from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance import host as sketch_host  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, feature_channels  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo  # noqa: E402
-from patches import build, step_times  # noqa: E402
-from support import layer_files  # noqa: E402
-from support.host_models import patcher_of  # noqa: E402
+from bench.patches import build, step_times
 
 
 def graphs(base, size: int) -> dict:

@@ -13,24 +13,18 @@ peak memory, the ratio against the plain loop, and the largest and mean output d
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from functools import partial
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "devtools"))
+import host_first  # ComfyUI in-process, before its modules and the pack
 
-import hostimport  # noqa: E402
-
-hostimport.import_pack()
-
-import comfy.model_management as mm  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
-from comfyui_layer_sketch.layer_model import host  # noqa: E402
-from comfyui_layer_sketch.layer_model.decode_precision import PRECISIONS, apply_setup, codec_setup  # noqa: E402
-from comfyui_layer_sketch.layer_model.transparent_codec import (  # noqa: E402
+import comfy.model_management as mm
+import psutil
+import torch
+from comfyui_layer_sketch.layer_model import host
+from comfyui_layer_sketch.layer_model.decode_precision import PRECISIONS, apply_setup, codec_setup
+from comfyui_layer_sketch.layer_model.transparent_codec import (
     FLUX_CODEC,
     SD_CODEC,
     decode_rgba,

@@ -13,25 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "devtools"), str(REPO / "tests"), str(REPO / "bench")]
+import host_first  # ComfyUI in-process, before its modules and the pack
 
-import hostimport  # noqa: E402
+import comfy.sample
+import folder_paths
+import torch
+from comfyui_layer_sketch.layer_model import weights
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+from support import fixtures, flux_models
 
-hostimport.import_pack()
-
-import comfy.sample  # noqa: E402
-import folder_paths  # noqa: E402
-import torch  # noqa: E402
-from comfyui_layer_sketch.layer_model import weights  # noqa: E402
-from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
-from decode import PeakMemory  # noqa: E402
-from support import fixtures, flux_models  # noqa: E402
+from bench.decode import PeakMemory
 
 
 def sample(model, size: int, steps: int) -> torch.Tensor:

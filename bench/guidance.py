@@ -19,31 +19,25 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "devtools"), str(ROOT / "tests")]
+import host_first  # ComfyUI in-process, before its modules and the pack
 
-import hostimport  # noqa: E402
-
-hostimport.import_pack()
-
-import comfy.model_management as mm  # noqa: E402
-import comfy.sample  # noqa: E402
-import comfy.sd  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance import host as sketch_host  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance.dataset import ImageFolder  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, feature_channels  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo  # noqa: E402
-from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor  # noqa: E402
-from support import fixtures, sketches  # noqa: E402
-from support.host_models import NARROW_SD15_UNET, random_model, small_vae  # noqa: E402
+import comfy.model_management as mm
+import comfy.sample
+import comfy.sd
+import psutil
+import torch
+from comfyui_layer_sketch.sketch_guidance import host as sketch_host
+from comfyui_layer_sketch.sketch_guidance.dataset import ImageFolder
+from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS, feature_channels
+from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo
+from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor
+from support import fixtures, sketches
+from support.host_models import NARROW_SD15_UNET, random_model, small_vae
 
 CACHE = Path(os.environ.get("LAYER_SKETCH_TEST_CACHE", Path.home() / ".cache" / "comfyui-layer-sketch-tests"))
 

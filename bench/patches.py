@@ -17,24 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "devtools"), str(ROOT / "tests")]
+import host_first  # ComfyUI in-process, before its modules and the pack
 
-import hostimport  # noqa: E402
-
-hostimport.import_pack()
-
-import comfy.sample  # noqa: E402
-import folder_paths  # noqa: E402
-import torch  # noqa: E402
-from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
-from support import layer_files  # noqa: E402
-from support.host_models import NARROW_SD15_UNET, SD15_FULL_UNET, TINY_SDXL_UNET, random_model  # noqa: E402
+import comfy.sample
+import folder_paths
+import torch
+from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+from support import layer_files
+from support.host_models import NARROW_SD15_UNET, SD15_FULL_UNET, TINY_SDXL_UNET, random_model
 
 SDXL_SHAPED = {**TINY_SDXL_UNET, "model_channels": 128, "num_res_blocks": [2, 2, 2],
                "transformer_depth": [0, 0, 2, 2, 4, 4], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 4, 4, 4]}

@@ -21,17 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import host_first  # ComfyUI in-process, before its modules and the pack
+
+import hostenv
+import torch
+from support import fixtures, sketches
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "devtools"), str(ROOT / "tests")]
-
-import hostenv  # noqa: E402
-import hostimport  # noqa: E402
-
-hostimport.import_pack()
-
-import torch  # noqa: E402
-from support import fixtures, sketches  # noqa: E402
-
 CACHE = fixtures.cache_dir()
 SPEED = re.compile(r"([0-9.]+) images/s")
 

@@ -4,7 +4,10 @@ Each supported host is one entry of `HOSTS`: its version, the registry package t
 tree, the packages it needs beyond the common pins (`host-requirements.txt`), and its editor.
 Everything goes into `.host/<version>/` in the checkout (git-ignored): a virtual environment, the
 ComfyUI tree, and a link from its `custom_nodes/` to this checkout. Set-up runs once; later calls
-see the stamp and return at once, unless a pinned version changed.
+see the stamp and return at once, unless a pinned version changed. Each venv (and the plain one of the unit
+tests) gets a .pth file that makes the pack importable as `comfyui_layer_sketch`, tests/support as `support`,
+bench/ as `bench` and devtools/ as top-level modules (`_write_path_file`): scripts run with its Python need no
+sys.path edits.
 
 The module-level names (COMFY_DIR, venv_python(), ...) are those of the selected host:
 LAYER_SKETCH_HOST=<version>, the newest when unset.
@@ -237,13 +240,49 @@ def _extract_comfyui(host: Host) -> None:
     staging.rename(target)
 
 
-def _link_pack(host: Host) -> None:
-    link = comfy_dir(host) / "custom_nodes" / PACK_LINK_NAME
-    if link.is_symlink() and link.resolve() == REPO:
+def _symlink(link: Path, target: Path) -> None:
+    if link.is_symlink() and link.resolve() == target.resolve():
         return
     if link.is_symlink() or link.exists():
         link.unlink()
-    link.symlink_to(REPO, target_is_directory=True)
+    link.symlink_to(target, target_is_directory=True)
+
+
+def _link_pack(host: Host) -> None:
+    _symlink(comfy_dir(host) / "custom_nodes" / PACK_LINK_NAME, REPO)
+
+
+PATH_FILE = "comfyui_layer_sketch_dev.pth"
+# name -> what it imports: the pack as its package, the tests' helpers, the benchmarks (which share helpers)
+IMPORT_LINKS = {PACK_LINK_NAME: REPO, "support": REPO / "tests" / "support", "bench": REPO / "bench"}
+
+
+def _write_path_file(python: Path, folder: Path) -> Path:
+    """Make the pack, its tests' helpers and the dev tools importable in the venv of `python`; returns the .pth.
+
+    `folder/import/` holds a link per name of IMPORT_LINKS: `comfyui_layer_sketch` (the pack as its package, as
+    ComfyUI loads it from custom_nodes/, which is not listed itself: it would expose every other pack there too),
+    `support` (tests/support, which the benchmarks and dev scripts use, as pytest's pythonpath gives the tests)
+    and `bench` (a benchmark imports another's helpers as `bench.decode`, ...). A .pth file in the venv's
+    site-packages lists that folder and devtools/ (hostenv, hostimport, host_first, host_server, ...). The
+    checkout itself stays off sys.path (its `nodes/` would shadow the host's `nodes.py`), and so does the
+    ComfyUI tree (hostimport.import_host puts it first when the host is imported). Cheap, and no package is
+    installed: written on every set-up, so a moved checkout is followed.
+    """
+    links = folder / "import"
+    links.mkdir(parents=True, exist_ok=True)
+    for stale in [entry for entry in links.iterdir() if entry.is_symlink() and entry.name not in IMPORT_LINKS]:
+        stale.unlink()
+    for name, target in IMPORT_LINKS.items():
+        _symlink(links / name, target)
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(python), "-c", where], capture_output=True, text=True, check=True).stdout.strip()
+    path = Path(site) / PATH_FILE
+    text = (f"# Written by the pack's devtools/hostenv.py: {', '.join(IMPORT_LINKS)} and devtools/ importable.\n"
+            f"{links.resolve()}\n{REPO / 'devtools'}\n")
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def ensure_host(host: Host | None = None) -> None:
@@ -257,6 +296,7 @@ def ensure_host(host: Host | None = None) -> None:
         _install_packages(host)
     _extract_comfyui(host)
     _link_pack(host)
+    _write_path_file(python_of(host), host_dir(host))
     stamp.write_text(json.dumps({"fingerprint": fingerprint, "comfyui": host.version}))
 
 
@@ -269,13 +309,13 @@ def ensure_pure_env() -> Path:
     python = PURE_DIR / "venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     stamp = PURE_DIR / "setup-stamp.json"
     fingerprint = hashlib.sha256(PURE_REQUIREMENTS.read_bytes()).hexdigest()
-    if stamp.exists() and python.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-        return python
-    if not python.exists():
-        log(f"creating the plain virtual environment for unit tests in {python.parent.parent}")
-        _run(sys.executable, "-m", "venv", python.parent.parent)
-    _run(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", PURE_REQUIREMENTS)
-    stamp.write_text(json.dumps({"fingerprint": fingerprint}))
+    if not (stamp.exists() and python.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint):
+        if not python.exists():
+            log(f"creating the plain virtual environment for unit tests in {python.parent.parent}")
+            _run(sys.executable, "-m", "venv", python.parent.parent)
+        _run(python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", PURE_REQUIREMENTS)
+        stamp.write_text(json.dumps({"fingerprint": fingerprint}))
+    _write_path_file(python, PURE_DIR)
     return python
 
 

@@ -7,8 +7,6 @@ A test rebuilds it from the test server's /object_info and compares, so it never
 
 from __future__ import annotations
 
-from pathlib import Path
-
 PACK_MODULE = "comfyui_layer_sketch"
 FILE_LISTS = {"predictor_name": "a file in `models/edge_predictor`"}  # choices that depend on the user's files
 HEADER = ("# Node reference\n\nGenerated from the nodes' own definitions by `devtools/node_reference.py`; "
@@ -56,9 +54,6 @@ def render(object_info: dict) -> str:
 
 
 def main() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import hostenv
     import hostimport
     from host_server import ComfyServer

@@ -10,23 +10,18 @@ with transparency on a checkerboard, and are labelled as such.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
+import host_first  # ComfyUI in-process, before its modules and the pack
+
+import numpy as np
+from comfyui_layer_sketch import queue_workflow as client
+from PIL import Image, ImageDraw
+from support import fixtures, sketches
+from support.servers import sd15_setup, start_server
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "devtools"), str(REPO / "tests")]
-
-import hostimport  # noqa: E402
-
-hostimport.import_pack()
-
-import numpy as np  # noqa: E402
-from comfyui_layer_sketch import queue_workflow as client  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from support import fixtures, sketches  # noqa: E402
-from support.servers import sd15_setup, start_server  # noqa: E402
-
 SIZE = 128
 OUT = REPO / "docs" / "images"
 CACHE = Path(os.environ.get("LAYER_SKETCH_TEST_CACHE", Path.home() / ".cache" / "comfyui-layer-sketch-tests"))

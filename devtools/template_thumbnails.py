@@ -17,14 +17,12 @@ import io
 import sys
 from pathlib import Path
 
+import hostenv
+from host_server import ComfyServer
+from PIL import Image
+from support import editor
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "devtools"), str(REPO / "tests")]
-
-import hostenv  # noqa: E402
-from host_server import ComfyServer  # noqa: E402
-from PIL import Image  # noqa: E402
-from support import editor  # noqa: E402
-
 SIDE, SAVED_SIDE = 1100, 512
 # Settings for the pictures, where the editor has them: text drawn even when small, no canvas info, no
 # minimap, no red marks on nodes whose model file is missing here (1.47: they follow the errors tab).

@@ -10,7 +10,6 @@ from them, so the two never drift apart (a test rebuilds and compares). A node's
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
@@ -301,9 +300,6 @@ def api_inputs_without_meta(api: dict) -> dict:
 
 
 def main() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import hostenv
     import hostimport
     from host_server import ComfyServer

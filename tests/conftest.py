@@ -1,9 +1,11 @@
 """Test set-up for every test: the pack importable as its package, cached fixtures.
 
-Under a host's Python (`python3 run.py --test`, or `.host/<version>/venv/bin/python -m pytest`) the real
-host is imported in-process first, as tests/host and tests/e2e need. In a plain environment with only the
-pack's pure dependencies the pack is mounted without its `__init__`, and tests/unit runs on its own:
-`python -m pytest tests/unit`. pyproject.toml puts tests/ (the `support` helpers) and devtools/ on sys.path.
+Under a host's Python (`python3 run.py --test`, or `.host/<version>/venv/bin/python -P -m pytest`) the real
+host is imported in-process first, then the pack, as tests/host and tests/e2e need. In a plain environment
+with only the pack's pure dependencies (`.host/pure`, or any Python with pytest for the queue client's tests)
+the pack is imported without a host, so its `__init__` registers nothing, and tests/unit runs on its own:
+`python -P -m pytest tests/unit`. pyproject.toml puts tests/ (the `support` helpers) and devtools/ on sys.path;
+the venvs' .pth (devtools/hostenv.py) makes the pack importable as `comfyui_layer_sketch`.
 """
 
 from __future__ import annotations

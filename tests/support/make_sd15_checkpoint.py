@@ -3,27 +3,22 @@
 Built from the host's own classes so that `CheckpointLoaderSimple` detects it as SD1.5. `--slim` keeps the
 UNet's block layout and its 320 base channels (what the host's SD1.5 detection checks) but does not widen
 the deeper levels: a checkpoint that loads and trains like SD1.5 at a fraction of the cost.
-Usage: python make_sd15_checkpoint.py OUT.safetensors [--slim]   (needs LAYER_SKETCH_COMFY_DIR)
+Usage: python make_sd15_checkpoint.py OUT.safetensors [--slim]   (with a host venv's Python)
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.environ["LAYER_SKETCH_COMFY_DIR"])
+import host_first  # ComfyUI in-process (CPU-only without CUDA), before its modules
 
-from comfy.cli_args import args  # noqa: E402
-
-args.cpu = True
-
-import comfy.sd1_clip  # noqa: E402
-import comfy.supported_models  # noqa: E402
-import comfy.utils  # noqa: E402
-import torch  # noqa: E402
-from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
-from host_models import SD15_FULL_UNET as SD15_UNET  # noqa: E402  (this folder; after args.cpu)
-from host_models import randomize  # noqa: E402
+import comfy.sd1_clip
+import comfy.supported_models
+import comfy.utils
+import torch
+from comfy.ldm.models.autoencoder import AutoencoderKL
+from host_models import SD15_FULL_UNET as SD15_UNET  # tests/support: this script's folder
+from host_models import randomize
 
 SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}

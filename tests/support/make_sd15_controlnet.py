@@ -1,24 +1,19 @@
 """Write a full-size SD1.5 ControlNet (original `control_model.` keys) with random weights.
 
-Usage: python make_sd15_controlnet.py OUT.safetensors   (needs LAYER_SKETCH_COMFY_DIR)
+Usage: python make_sd15_controlnet.py OUT.safetensors   (with a host venv's Python)
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.environ["LAYER_SKETCH_COMFY_DIR"])
+import host_first  # ComfyUI in-process (CPU-only without CUDA), before its modules
 
-from comfy.cli_args import args  # noqa: E402
-
-args.cpu = True
-
-import comfy.cldm.cldm  # noqa: E402
-import comfy.ops  # noqa: E402
-import comfy.utils  # noqa: E402
-import torch  # noqa: E402
-from host_models import randomize  # noqa: E402  (this folder; after args.cpu)
+import comfy.cldm.cldm
+import comfy.ops
+import comfy.utils
+import torch
+from host_models import randomize  # tests/support: this script's folder
 
 
 def main(out: str) -> None:

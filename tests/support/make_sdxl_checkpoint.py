@@ -4,28 +4,23 @@ The checkpoint (UNet + CLIP-L + CLIP-G + VAE, original key layout, 3.5 B paramet
 from the host's own classes and saved through the host's own "for saving" key conversions, so
 `CheckpointLoaderSimple` detects it as SDXL. The LoRA has the published keys and rank (256) for every
 attention projection the published file covers, sized from this UNet's own weights.
-Usage: python make_sdxl_checkpoint.py CHECKPOINT.safetensors LORA.safetensors   (needs LAYER_SKETCH_COMFY_DIR)
+Usage: python make_sdxl_checkpoint.py CHECKPOINT.safetensors LORA.safetensors   (with a host venv's Python)
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.environ["LAYER_SKETCH_COMFY_DIR"])
+import host_first  # ComfyUI in-process (CPU-only without CUDA), before its modules
 
-from comfy.cli_args import args  # noqa: E402
-
-args.cpu = True
-
-import comfy.sdxl_clip  # noqa: E402
-import comfy.supported_models  # noqa: E402
-import comfy.utils  # noqa: E402
-import torch  # noqa: E402
-from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
-from host_models import SDXL_FULL_UNET as SDXL_UNET  # noqa: E402  (this folder; after args.cpu)
-from host_models import randomize  # noqa: E402
-from published_keys import LORA_TARGETS  # noqa: E402
+import comfy.sdxl_clip
+import comfy.supported_models
+import comfy.utils
+import torch
+from comfy.ldm.models.autoencoder import AutoencoderKL
+from host_models import SDXL_FULL_UNET as SDXL_UNET  # tests/support: this script's folder
+from host_models import randomize
+from published_keys import LORA_TARGETS
 
 SDXL_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
             "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
