@@ -18,7 +18,7 @@ import torch
 from . import weights
 from ._common import families
 from ._common import host as common_host
-from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup
+from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup, cpu_has_native_bf16
 from .pickled_codec import convert_pickled_codec
 from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
 
@@ -109,7 +109,18 @@ def device_traits(device: torch.device) -> DeviceTraits:
     """What the codec set-up depends on, read from the host for `device`."""
     bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()) \
         or mm.should_use_bf16(device)
-    return DeviceTraits(kind=device.type, fp16_fast=mm.should_use_fp16(device), bf16_supported=bf16)
+    return DeviceTraits(kind=device.type, fp16_fast=mm.should_use_fp16(device), bf16_supported=bf16,
+                        bf16_native=bf16 and _bf16_native(device))
+
+
+def _bf16_native(device: torch.device) -> bool:
+    """bf16 in hardware: a CPU with bf16 instructions, an NVIDIA GPU from Ampere (8.0) on; other devices that
+    run bf16 at all are taken at their word."""
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    if device.type == "cuda" and torch.version.hip is None:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    return True
 
 
 def load_codec(kind: str, base: str, setup: CodecSetup | None = None) -> comfy.model_patcher.ModelPatcher:

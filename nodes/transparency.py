@@ -34,9 +34,11 @@ DECODE_OPTIONS = {
 }
 PRECISION = (list(PRECISIONS), {
     "default": "auto",
-    "tooltip": "Number format of the transparent decoder. 'auto': fp16 on GPUs, fp32 on CPUs. 'bf16' is about "
-               "2x faster than fp32 on CPUs with bf16 instructions (recent Xeon, Zen 4 and later) and changes "
-               "alpha by up to about 2.5%; 'fp16' suits GPUs and is slow on most CPUs; 'fp32' is the reference."})
+    "tooltip": "Number format of the transparent decoder. 'auto': fp16 on GPUs, fp32 on CPUs. 'bf16' pays off "
+               "only where the CPU or GPU has bf16 arithmetic: about 2x faster than fp32 on CPUs with bf16 "
+               "instructions (recent Xeon, Zen 4 and later), slower than fp32 where it is emulated (other CPUs, "
+               "older GPUs; a warning is logged); it changes alpha by up to about 2.5%; 'fp16' suits GPUs and is "
+               "slow on most CPUs; 'fp32' is the reference."})
 
 
 def _to_bchw(image: torch.Tensor) -> torch.Tensor:

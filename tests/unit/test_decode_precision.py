@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import torch
@@ -11,7 +12,9 @@ from comfyui_layer_sketch.layer_model.decode_precision import (
     DeviceTraits,
     PrecisionError,
     apply_setup,
+    bf16_in_cpuinfo,
     codec_setup,
+    emulated_bf16_warning,
 )
 from comfyui_layer_sketch.layer_model.median import SORTING_NETWORKS, lower_median
 from comfyui_layer_sketch.layer_model.transparent_codec import (
@@ -25,6 +28,8 @@ from comfyui_layer_sketch.layer_model.transparent_codec import (
 CPU = DeviceTraits(kind="cpu", fp16_fast=False, bf16_supported=True)
 CUDA = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=True)
 OLD_GPU = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=False)
+CPU_WITHOUT_BF16 = DeviceTraits(kind="cpu", fp16_fast=False, bf16_supported=True, bf16_native=False)  # e.g. AVX2
+TURING_GPU = DeviceTraits(kind="cuda", fp16_fast=True, bf16_supported=True, bf16_native=False)  # emulated bf16
 # Largest output change against fp32 allowed per format (alpha and RGB, which lie in [0, 1]).
 MAX_DRIFT = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 3e-2}
 MEAN_DRIFT = {"fp32": 1e-5, "fp16": 1e-3, "bf16": 4e-3}
@@ -114,3 +119,38 @@ def test_the_encoder_runs_in_the_gpu_set_up_on_this_cpu():
     offset = encode_offset(gpu_encoder, encoder_input)
     assert offset.dtype == torch.float32 and offset.shape == (2, 4, 8, 8)
     assert 0 < (offset - reference).abs().max() <= 1e-2 * reference.abs().max()
+
+
+def test_bf16_warns_only_where_the_device_would_emulate_it():
+    """bf16 pays off only with bf16 arithmetic: emulated, it took 1.30x the older pack's fp32 decode on a CPU."""
+    warning = emulated_bf16_warning("bf16", CPU_WITHOUT_BF16)
+    assert "CPU without bf16 instructions (x86: AVX512_BF16 or AMX" in warning and "set precision to 'auto'" in warning
+    assert "cuda device without bf16 arithmetic" in emulated_bf16_warning("bf16", TURING_GPU)
+    assert emulated_bf16_warning("bf16", CPU) is None and emulated_bf16_warning("bf16", CUDA) is None
+    for precision in ("fp32", "fp16"):
+        assert emulated_bf16_warning(precision, CPU_WITHOUT_BF16) is None
+
+
+def test_the_set_up_logs_the_emulated_bf16_warning_and_still_runs_it(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert codec_setup("bf16", CPU_WITHOUT_BF16) == CodecSetup("bf16", batch_passes=False)
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "is emulated, slower than fp32" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for precision, device in (("bf16", CPU), ("auto", CPU_WITHOUT_BF16), ("fp32", CPU_WITHOUT_BF16)):
+            codec_setup(precision, device)
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(("cpuinfo", "native"), [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n", True),  # Zen 4, Cooper Lake
+    ("flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n", True),  # Sapphire Rapids
+    ("flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni\n", False),  # AVX512 without BF16
+    ("flags\t\t: fpu sse2 avx avx2 fma\nflags\t\t: avx512_bf16\n", False),  # the first CPU's line counts
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),  # Arm with FEAT_BF16
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n", False),
+    ("processor\t: 0\nvendor_id\t: GenuineIntel\n", None),  # no flags: the caller asks torch instead
+])
+def test_bf16_instructions_are_read_from_the_cpu_flags(cpuinfo, native):
+    assert bf16_in_cpuinfo(cpuinfo) is native
