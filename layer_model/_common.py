@@ -1,23 +1,15 @@
-"""The pack's shared modules (`common/`), reached the same way however this library was imported.
+"""Reaches the pack's shared package `common/` from layer_model: `from ._common import files, families`.
 
-Inside ComfyUI this library is `<pack>.<library>` and `common` is `<pack>.common`; run from the pack's
-folder (`python -m sketch_guidance.train`) both are top-level packages. `from ._common import files`
-imports `common.files` in either case (PEP 562 module `__getattr__`), and only what is named.
+ComfyUI loads this library as `<pack>.layer_model`, beside `<pack>.common`; the codec trainer's command line
+(`python -m layer_model.train_codec`, from the pack's folder) has both as top-level packages instead.
 """
 
-from __future__ import annotations
-
 import importlib
-from types import ModuleType
 
-_PARENT = __package__.rpartition(".")[0]
-COMMON = f"{_PARENT}.common" if _PARENT else "common"
+COMMON = f"{__package__.rpartition('.')[0]}.common".lstrip(".")
 
 
-def __getattr__(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"{COMMON}.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"{COMMON}.{name}":
-            raise
-        raise AttributeError(f"{COMMON} has no module {name!r}") from None
+def __getattr__(name: str):  # PEP 562: `from ._common import x` imports common.x, and only that
+    if name.startswith("__"):  # importlib asks for __path__ and the like: no modules of common
+        raise AttributeError(name)
+    return importlib.import_module(f"{COMMON}.{name}")

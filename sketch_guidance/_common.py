@@ -1,23 +1,16 @@
-"""The pack's shared modules (`common/`), reached the same way however this library was imported.
+"""sketch_guidance's way to the pack's shared modules in `common/` (atomic files, model families, training).
 
-Inside ComfyUI this library is `<pack>.<library>` and `common` is `<pack>.common`; run from the pack's
-folder (`python -m sketch_guidance.train`) both are top-level packages. `from ._common import files`
-imports `common.files` in either case (PEP 562 module `__getattr__`), and only what is named.
+Modules here write `from ._common import training`. That works in both ways this library runs: loaded by
+ComfyUI as a subpackage of the pack, where `common` is its sibling, and as the top-level package of
+`python -m sketch_guidance.train` run from the pack's folder, where `common` is top-level too.
 """
 
-from __future__ import annotations
-
 import importlib
-from types import ModuleType
 
-_PARENT = __package__.rpartition(".")[0]
-COMMON = f"{_PARENT}.common" if _PARENT else "common"
+COMMON = f"{__package__.rpartition('.')[0]}.common".lstrip(".")
 
 
-def __getattr__(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"{COMMON}.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"{COMMON}.{name}":
-            raise
-        raise AttributeError(f"{COMMON} has no module {name!r}") from None
+def __getattr__(name: str):  # PEP 562: imports common.<name> when a module here asks for it
+    if name.startswith("__"):  # importlib's probes (__path__, ...) are no modules of common
+        raise AttributeError(name)
+    return importlib.import_module(f"{COMMON}.{name}")
