@@ -325,9 +325,7 @@ def ensure_pure_env() -> Path:
 
 def pure_environment() -> dict[str, str]:
     """Environment for the plain unit-test venv: no host selected, nothing pointing at one."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LAYER_SKETCH_HOST")}
-    env.pop("LAYER_SKETCH_COMFY_DIR", None)
-    return env
+    return {key: value for key, value in os.environ.items() if key not in (HOST_ENV, "LAYER_SKETCH_COMFY_DIR")}
 
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; the browser tests drive it with Playwright
