@@ -86,7 +86,7 @@ BAD_INPUTS = [
      ["same size (background 64x64, foreground 72x64)", "Upscale Image"]),
     ("layers of different sizes to save", {}, _layers_graph("LayerDiffuseSaveLayers", 72), ["same size"]),
     ("edge predictor for SDXL on an SD1.5 model", {}, _sketch_graph(fixtures.SDXL_PREDICTOR),
-     ["trained for SDXL models, but the connected MODEL is SD15", "train one"]),
+     ["trained for SDXL models, but the connected MODEL is SD1.5", "train one"]),
     ("edge predictor for another UNet shape", {("predictor", "table_7040.safetensors"): "predictor 7040"},
      _sketch_graph("table_7040.safetensors"), ["reads 7040 feature channels", "has 9280 there"]),
     ("file that is no edge predictor", {("predictor", "table_foreign.safetensors"): "encoder"},
