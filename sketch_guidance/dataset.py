@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ._common import training
 from .edges import photo_edges
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -68,19 +68,12 @@ class ImageFolder:
     def contents(self) -> str:
         """The files' names and sizes and the resolution: what every process of a run must see alike (unlike
         the fingerprint, it does not change when the folder is copied to another machine)."""
-        return self._digest(with_times=False)
+        return training.fingerprint.files_digest(self.paths, str(self.resolution), with_times=False)
 
     def fingerprint(self) -> str:
         """Changes when files are added, removed or modified (decides whether a saved run may resume)."""
-        return self._digest(with_times=True)
+        return training.fingerprint.files_digest(self.paths, str(self.resolution), with_times=True)
 
-    def _digest(self, with_times: bool) -> str:
-        digest = hashlib.sha256(str(self.resolution).encode())
-        for path in self.paths:
-            stat = os.stat(path)
-            modified = f":{stat.st_mtime_ns}" if with_times else ""
-            digest.update(f"{os.path.basename(path)}:{stat.st_size}{modified}".encode())
-        return digest.hexdigest()
 
 def _readable(path: str) -> bool:
     try:

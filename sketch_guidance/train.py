@@ -8,26 +8,29 @@ beside the output file and picked up again when the same run is started again.
 
 Under torchrun (`torchrun --nproc_per_node N -m sketch_guidance.train ...`) the same command trains with
 DistributedDataParallel: the batch of a step stays `batch_size` images in all, shared out among the
-processes (schedule.py), so a run gives the same predictor and resumes with any number of processes.
+processes, so a run gives the same predictor and resumes with any number of processes.
+
+The skeleton (torchrun, the run's schedule, saved state and resume, fingerprints, progress) is the pack's
+common/training; what is here is the edge predictor's: its model, the features and pixels a step reads, the
+loss, the file it writes.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
 
-from . import cli, distributed
-from ._common import files
-from .dataset import DatasetError, ImageFolder
+from . import cli
+from ._common import training
+from .dataset import ImageFolder
 from .features import Layer
-from .predictor import EdgePredictor, PredictorInfo, save_predictor
-from .schedule import BatchSchedule
+from .predictor import EdgePredictor, PredictorFileError, PredictorInfo, save_predictor
 from .train_config import TrainConfig  # also imported from here (nodes, tests, bench)
+
+distributed, loop = training.distributed, training.loop
+TrainReport = loop.TrainReport  # what train_predictor returns
 
 
 class FeatureSource(Protocol):
@@ -47,114 +50,70 @@ class FeatureSource(Protocol):
         """Activations [1,C,h,w] and noise level [1,4,h,w] at `fraction` of the schedule (0: clean)."""
 
 
-@dataclass
-class TrainReport:
-    losses: list[float] = field(default_factory=list)  # one per step, from the first step of the run
-    resumed_from: int = 0
-    saved_at: int = 0  # the step of the last saved state
-    step_seconds: list[float] = field(default_factory=list)  # steps trained by this call only
-
-    def mean_loss(self, first: int, last: int) -> float:
-        window = self.losses[first:last]
-        return sum(window) / len(window)
-
-    def images_per_second(self, batch_size: int) -> float:
-        """Throughput of this call's steps, leaving out the first (it also encodes images) when there are more."""
-        timed = self.step_seconds[1:] or self.step_seconds
-        return batch_size * len(timed) / sum(timed)
-
-
-ProgressCallback = Callable[[int, int, float], None]
-
-
-class TrainingProcessError(RuntimeError):
-    """A process of a run under torchrun stopped: it failed, or torchrun stopped it because another one did."""
-
-
 def train_predictor(source: FeatureSource, dataset: ImageFolder, config: TrainConfig, output: str,
-                    on_step: ProgressCallback | None = None,
+                    on_step: loop.ProgressCallback | None = None,
                     processes: distributed.Processes = distributed.SINGLE) -> TrainReport:
     """Train, save the predictor to `output` (safetensors) and return the losses.
 
     Under torchrun every process calls this with the same arguments and its own `processes`: each computes
     its part of every global batch of `config.batch_size` images, and rank 0 alone writes files."""
     _check_config(config, processes)
-    run = _Run.start(source, dataset, config, output, processes)
-    try:
-        for step in range(run.report.resumed_from, config.steps):
-            run.train_step(step, on_step)
-    except Exception as err:
-        if not processes.launched:
-            raise
-        raise TrainingProcessError(_stop_message(run, err)) from err
+    fit = _Fit.start(source, dataset, config, processes)
+    fingerprint = training.fingerprint.run_fingerprint(dataset.fingerprint(), config, fit.predictor.info.metadata())
+    run = loop.Loop(config.steps, config.save_every, training.state.path_for(output), fingerprint,
+                    {"predictor": fit.predictor, "optimizer": fit.optimizer}, processes)
+    run.resume(_today_s_fingerprint)
+    fit.model = distributed.data_parallel(fit.predictor, processes, source.device)
+    report = run.run(fit.step, on_step)
     if processes.is_main:
-        info = run.predictor.info
-        trained = PredictorInfo(info.base, info.layer_set, info.layers, info.feature_channels,
-                                trained_steps=config.steps)
-        save_predictor(run.predictor.eval(), output, trained)
-    return run.report
+        save_predictor(fit.predictor.eval(), output, replace(fit.predictor.info, trained_steps=config.steps))
+    return report
 
 
 def _check_config(config: TrainConfig, processes: distributed.Processes) -> None:
-    if config.steps < 1 or config.batch_size < 1 or config.save_every < 1:
-        raise ValueError("steps, batch size and save interval must be at least 1")
+    loop.check_run(config.steps, config.batch_size, config.save_every, processes)
     if not 0.0 < config.learning_rate < 1.0:
         raise ValueError(f"learning rate {config.learning_rate} is out of range (the paper's recipe uses 1e-4)")
-    if config.batch_size < processes.world_size:
-        raise ValueError(f"The batch of {config.batch_size} images per step is shared by the {processes.world_size} "
-                         f"processes, so it must hold at least {processes.world_size} images: raise --batch-size "
-                         "or start fewer processes.")
+
+
+def _today_s_fingerprint(saved: dict) -> dict:
+    """A saved run's fingerprint with its predictor description in today's spelling: states saved before the
+    base models had one spelling say "SD15", and resume all the same."""
+    try:
+        return {**saved, "info": PredictorInfo.from_metadata(saved["info"], "the saved state").metadata()}
+    except (KeyError, TypeError, PredictorFileError):
+        return saved
 
 
 @dataclass
-class _Run:
+class _Fit:
+    """The edge predictor's side of a run: its model and optimiser, and what one step computes."""
+
     source: FeatureSource
     dataset: ImageFolder
     config: TrainConfig
     processes: distributed.Processes
     predictor: EdgePredictor
-    model: torch.nn.Module  # the predictor, under DistributedDataParallel when launched by torchrun
     optimizer: torch.optim.Optimizer
-    state_path: str
-    fingerprint: dict
-    report: TrainReport
-    schedule: BatchSchedule
+    schedule: training.BatchSchedule
+    model: torch.nn.Module | None = None  # the predictor, under DistributedDataParallel when launched by torchrun
     cache: dict[int, tuple[torch.Tensor, torch.Tensor, str]] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, source, dataset, config, output, processes) -> _Run:
-        """A new predictor, or the saved run's (rank 0 reads the state and shares it with the others)."""
+    def start(cls, source: FeatureSource, dataset: ImageFolder, config: TrainConfig,
+              processes: distributed.Processes) -> _Fit:
+        """A new predictor, the same in every process (seeded), and its optimiser."""
         info = PredictorInfo(source.base, source.layer_set, source.layers, source.feature_channels)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             predictor = EdgePredictor(info).to(source.device)
-        if processes.launched:
-            distributed.use_global_batch_norm(predictor)
+        # In one process too: one and N processes then normalise with the same arithmetic (batch_norm.py).
+        training.batch_norm.use_global_batch_norm(predictor)
         optimizer = torch.optim.Adam(predictor.parameters(), lr=config.learning_rate)
-        # Not the process count: a run resumes with any number of processes.
-        fingerprint = {"dataset": dataset.fingerprint(), "config": {**asdict(config), "steps": None},
-                       "info": info.metadata()}
-        state_path = output + ".train-state"
-        saved = _saved_state(state_path, fingerprint) if processes.is_main else None
-        report = _restore(distributed.from_main(saved, processes), predictor, optimizer)
-        model = distributed.data_parallel(predictor, processes, source.device)
-        return cls(source, dataset, config, processes, predictor, model, optimizer, state_path, fingerprint, report,
-                   BatchSchedule(len(dataset), config.batch_size, config.seed))
+        schedule = training.BatchSchedule(len(dataset), config.batch_size, config.seed)
+        return cls(source, dataset, config, processes, predictor, optimizer, schedule)
 
-    def train_step(self, step: int, on_step: ProgressCallback | None) -> None:
-        distributed.kill_if_a_test_asks(self.processes, step)
-        began = time.perf_counter()
-        loss = self._fit(step)
-        self.report.step_seconds.append(time.perf_counter() - began)
-        self.report.losses.append(loss)
-        if on_step is not None:
-            on_step(step + 1, self.config.steps, loss)
-        if (step + 1) % self.config.save_every == 0 or step + 1 == self.config.steps:
-            if self.processes.is_main:
-                _save_state(self.state_path, self.fingerprint, self.predictor, self.optimizer, self.report, step + 1)
-            self.report.saved_at = step + 1
-
-    def _fit(self, step: int) -> float:
+    def step(self, step: int) -> float:
         """One optimiser step on this process's part of the global batch; returns the global batch's loss."""
         share = self.schedule.share(step, self.processes.rank, self.processes.world_size)
         parts = [self._sample(step, position, index) for position, index in share]
@@ -196,45 +155,6 @@ def _pixel_subset(tensors: list[torch.Tensor], count: int, generator: torch.Gene
     return [t.flatten(2)[:, :, chosen, None] for t in tensors]
 
 
-def _stop_message(run: _Run, err: Exception) -> str:
-    processes, report = run.processes, run.report
-    if isinstance(err, distributed.StoppedByTorchrunError):
-        cause = "torchrun stopped it because another process of the run failed; torchrun's summary names which"
-    else:
-        cause = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-    message = (f"Training process rank {processes.rank} of {processes.world_size} stopped in step "
-               f"{len(report.losses) + 1} ({cause}). ")
-    if report.saved_at:
-        return message + (f"The state saved after step {report.saved_at} is kept in {run.state_path} (on rank 0's "
-                          "machine): run the same command again, with any number of processes, to resume from it.")
-    return message + (f"No state was saved yet (one is saved every {run.config.save_every} steps, --save-every): "
-                      "running the same command again starts over.")
-
-
-def _save_state(path, fingerprint, predictor, optimizer, report, step) -> None:
-    with files.atomic_path(path) as tmp:
-        torch.save({"fingerprint": fingerprint, "step": step, "predictor": predictor.state_dict(),
-                    "optimizer": optimizer.state_dict(), "losses": list(report.losses)}, tmp)
-
-
-def _saved_state(path: str, fingerprint: dict) -> dict | None:
-    """The saved state of this same run, if there is one (another dataset or other settings: None, and the
-    old state is overwritten at the next save)."""
-    if not os.path.exists(path):
-        return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return saved if saved.get("fingerprint") == fingerprint else None
-
-
-def _restore(saved: dict | None, predictor: EdgePredictor, optimizer: torch.optim.Optimizer) -> TrainReport:
-    """The report of the run so far; the predictor and optimizer as they were saved."""
-    if saved is None:
-        return TrainReport()
-    predictor.load_state_dict(saved["predictor"])
-    optimizer.load_state_dict(saved["optimizer"])
-    return TrainReport(list(saved["losses"]), resumed_from=saved["step"], saved_at=saved["step"])
-
-
 def main(argv: list[str] | None = None) -> None:
     """The command line (arguments: cli.py): load the checkpoint through the host, train with a progress bar.
     Under torchrun every process runs it, and rank 0 alone prints and writes."""
@@ -244,76 +164,41 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _check_config(command.config, processes)
         if processes.launched:
-            _join(processes, command)
+            distributed.join(processes, command.cpu, _host_device)
         dataset = _dataset(command, processes)
-    except ValueError as err:  # DatasetError among them
+    except ValueError as err:  # DatasetError and DifferentDataError among them
         raise SystemExit(str(err)) from err
     from . import host
 
-    with torch.inference_mode(False):
-        try:
-            model, clip, vae = host.load_checkpoint(command.checkpoint)
-            source = host.HostFeatureSource(model, vae, clip, command.layer_set)
-            if processes.is_main:
-                print(f"{source.base} checkpoint, {len(dataset)} images, {source.feature_channels} feature "
-                      f"channels ({command.layer_set} layers) -> {command.output}"
-                      + _processes_note(processes, command.config))
-            report = _train_with_progress(source, dataset, command, processes)
-        except TrainingProcessError as err:
-            raise SystemExit(str(err)) from err
-        except distributed.StoppedByTorchrunError as err:
-            raise SystemExit(f"Training process rank {processes.rank}: torchrun stopped it before training "
-                             "started, because another process of the run failed (see torchrun's summary).") from err
+    config = command.config
+    with torch.inference_mode(False), training.command.exits_on_failure(processes):
+        model, clip, vae = host.load_checkpoint(command.checkpoint)
+        source = host.HostFeatureSource(model, vae, clip, command.layer_set)
+        if processes.is_main:
+            print(f"{source.base} checkpoint, {len(dataset)} images, {source.feature_channels} feature "
+                  f"channels ({command.layer_set} layers) -> {command.output}"
+                  + distributed.sharing_note(processes, config.batch_size))
+        with training.command.progress_bar(config.steps, processes) as progress:
+            report = train_predictor(source, dataset, config, command.output, progress, processes)
     distributed.stop()
     if processes.is_main:
         if report.resumed_from:
             print(f"resumed from step {report.resumed_from}")
-        speed = f"; {report.images_per_second(command.config.batch_size):.2f} images/s" if report.step_seconds else ""
+        speed = f"; {report.images_per_second(config.batch_size):.2f} images/s" if report.step_seconds else ""
         print(f"final loss {report.losses[-1]:.4f}{speed}; saved {command.output}")
 
 
-def _join(processes: distributed.Processes, command: cli.TrainCommand) -> None:
-    """Join the torchrun run, on this process's GPU (or the CPU)."""
-    if not command.cpu and torch.cuda.is_available():
-        distributed.select_gpu(processes)  # before the host module picks its device
+def _host_device() -> torch.device:
+    """The host's training device; imports the host module, which picks it, after the GPU is chosen."""
     from . import host
 
-    distributed.start(processes, host.torch_device())
+    return host.torch_device()
 
 
 def _dataset(command: cli.TrainCommand, processes: distributed.Processes) -> ImageFolder:
     dataset = ImageFolder(command.images, command.resolution)
-    differing = distributed.ranks_that_differ(dataset.contents(), processes)
-    if differing:
-        raise DatasetError(f"The training processes see different images: rank(s) {differing} do not have the "
-                           f"{len(dataset)} images rank 0 has in {command.images}. Every machine of the run needs "
-                           "the same image folder (same files, same sizes).")
+    training.fingerprint.require_same_data(dataset.contents(), processes, len(dataset), "images", command.images)
     return dataset
-
-
-def _processes_note(processes: distributed.Processes, config: TrainConfig) -> str:
-    if not processes.launched:
-        return ""
-    fewest, most = config.batch_size // processes.world_size, -(-config.batch_size // processes.world_size)
-    each = f"{fewest}" if fewest == most else f"{fewest} or {most}"
-    return (f"\n{processes.world_size} processes ({distributed.backend()}): each step's {config.batch_size} images "
-            f"are shared out, {each} per process")
-
-
-def _train_with_progress(source: FeatureSource, dataset: ImageFolder, command: cli.TrainCommand,
-                         processes: distributed.Processes) -> TrainReport:
-    config = command.config
-    if not processes.is_main:
-        return train_predictor(source, dataset, config, command.output, processes=processes)
-    from tqdm import tqdm
-
-    with tqdm(total=config.steps, unit="step") as bar:
-        def progress(step: int, total: int, loss: float) -> None:
-            bar.n = step
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.refresh()
-
-        return train_predictor(source, dataset, config, command.output, progress, processes)
 
 
 if __name__ == "__main__":

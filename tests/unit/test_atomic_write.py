@@ -17,9 +17,9 @@ import safetensors.torch
 import torch
 from comfyui_layer_sketch import queue_workflow
 from comfyui_layer_sketch.common import files
+from comfyui_layer_sketch.common.training import state
 from comfyui_layer_sketch.layer_model import layered_files, pickled_codec, weights
 from comfyui_layer_sketch.layer_model.weights import WeightFile, WeightFileError
-from comfyui_layer_sketch.sketch_guidance import train
 from comfyui_layer_sketch.sketch_guidance.features import LAYER_SETS
 from comfyui_layer_sketch.sketch_guidance.predictor import EdgePredictor, PredictorInfo, save_predictor
 from support.payload_server import PAYLOAD, PAYLOAD_SHA, payload_server
@@ -166,9 +166,9 @@ def test_training_state_save(tmp_path, monkeypatch, failing_path_writer):
     monkeypatch.setattr(torch, "save", writer)
     target = _old_file(tmp_path / "edges.safetensors.state.pt")
     predictor = torch.nn.Linear(2, 2)
+    parts = {"predictor": predictor.state_dict(), "optimizer": torch.optim.Adam(predictor.parameters()).state_dict()}
     with pytest.raises(OSError):
-        train._save_state(str(target), {"run": 1}, predictor, torch.optim.Adam(predictor.parameters()),
-                          train.TrainReport([0.5]), 1)
+        state.save(str(target), {"run": 1}, 1, [0.5], parts)
     _assert_failed_cleanly(tmp_path, written, {"edges.safetensors.state.pt": OLD})
 
 

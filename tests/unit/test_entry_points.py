@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_CODE = ("__init__.py", "queue_workflow.py", "layer_model", "nodes", "sketch_guidance")
+RUNTIME_CODE = ("__init__.py", "queue_workflow.py", "common", "layer_model", "nodes", "sketch_guidance")
 
 
 def _top_level_names() -> set[str]:
@@ -125,7 +125,7 @@ def test_the_cycle_finder_sees_a_cycle_through_a_function_level_import():
     assert _imported_modules(ast.parse("import comfyui_layer_sketch.pkg.b").body[0], "pkg", {"b"}) == {"b"}
 
 
-@pytest.mark.parametrize("package", ["sketch_guidance", "layer_model"])
+@pytest.mark.parametrize("package", ["sketch_guidance", "layer_model", "common", "common/training"])
 def test_package_imports_form_no_cycle(package):
     graph = _import_graph(package)
     assert graph, f"no modules found in {package}"

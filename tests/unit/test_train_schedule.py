@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from comfyui_layer_sketch.sketch_guidance import distributed
-from comfyui_layer_sketch.sketch_guidance.schedule import BatchSchedule
+from comfyui_layer_sketch.common.training import batch_norm, distributed
+from comfyui_layer_sketch.common.training.schedule import BatchSchedule
 from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predictor
 
 
@@ -41,20 +41,24 @@ def test_random_draws_are_keyed_by_step_and_position_not_by_what_came_before():
     assert all(not torch.equal(first, torch.rand(3, generator=g)) for g in others)
 
 
-@pytest.fixture
-def one_process_group():
+@pytest.fixture(params=["torchrun, 1 process", "no process group"])
+def one_process(request):
+    """One process, in a process group (a run under torchrun) or in none (training without torchrun)."""
+    if request.param == "no process group":
+        yield
+        return
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     yield
     dist.destroy_process_group()
 
 
-def test_global_batch_norm_of_one_process_is_batch_norm(one_process_group):
+def test_global_batch_norm_of_one_process_is_batch_norm(one_process):
     torch.manual_seed(0)
     plain = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5))
     converted = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5))
     converted.load_state_dict(plain.state_dict())
-    distributed.use_global_batch_norm(converted)
-    assert isinstance(converted[1], distributed.GlobalBatchNorm1d)
+    batch_norm.use_global_batch_norm(converted)
+    assert isinstance(converted[1], batch_norm.GlobalBatchNorm1d)
     assert converted.state_dict().keys() == plain.state_dict().keys()
     rows = torch.randn(40, 6) * 3 + 1
     for model in (plain, converted):

@@ -1,13 +1,13 @@
-"""Training under torchrun: the process group, BatchNorm over the global batch, and the collectives the
-trainer needs. PyTorch does the launching, rendezvous and failure detection; without torchrun's
-environment (RANK, WORLD_SIZE) nothing here starts and training runs in one process as before.
+"""Training under torchrun: this process's place in the run, the process group, and the collectives a trainer
+needs. PyTorch does the launching, rendezvous and failure detection; without torchrun's environment (RANK,
+WORLD_SIZE) nothing here starts and training runs in one process.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +75,24 @@ def start(processes: Processes, device: torch.device) -> None:
     signal.signal(signal.SIGTERM, _raise_stopped)
 
 
+def join(processes: Processes, cpu: bool, device: Callable[[], torch.device]) -> None:
+    """Join the run on this process's GPU, or on the CPU when `cpu` or without CUDA. `device` names the device
+    the host will train on; it is asked after the GPU is chosen, before which the host must not pick one."""
+    if not cpu and torch.cuda.is_available():
+        select_gpu(processes)
+    start(processes, device())
+
+
+def sharing_note(processes: Processes, batch_size: int, unit: str = "images") -> str:
+    """What the command prints about the processes: how each step's global batch is shared out."""
+    if not processes.launched:
+        return ""
+    fewest, most = batch_size // processes.world_size, -(-batch_size // processes.world_size)
+    each = f"{fewest}" if fewest == most else f"{fewest} or {most}"
+    return (f"\n{processes.world_size} processes ({backend()}): each step's {batch_size} {unit} "
+            f"are shared out, {each} per process")
+
+
 def backend() -> str:
     return str(dist.get_backend())
 
@@ -103,11 +121,11 @@ def kill_if_a_test_asks(processes: Processes, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def data_parallel(predictor: nn.Module, processes: Processes, device: torch.device) -> nn.Module:
-    """The predictor under DistributedDataParallel (gradients averaged over processes) when launched."""
+def data_parallel(model: nn.Module, processes: Processes, device: torch.device) -> nn.Module:
+    """`model` under DistributedDataParallel (gradients averaged over processes) when launched."""
     if not processes.launched:
-        return predictor
-    return DistributedDataParallel(predictor, device_ids=[device] if device.type == "cuda" else None)
+        return model
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def sum_over_processes(value: torch.Tensor, processes: Processes) -> torch.Tensor:
@@ -133,60 +151,3 @@ def ranks_that_differ(value, processes: Processes) -> list[int]:
     values = [None] * processes.world_size
     dist.all_gather_object(values, value)
     return [rank for rank, other in enumerate(values) if other != values[0]]
-
-
-class GlobalBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d that trains with the statistics of the global batch (all processes' rows together), so
-    that N processes normalise as one process with the whole batch would. PyTorch's SyncBatchNorm does
-    this on CUDA only; this one works with any backend, gloo on the CPU included."""
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(rows)
-        count = rows.new_tensor(float(rows.shape[0]))
-        dist.all_reduce(count)
-        mean = _SumOverProcesses.apply(rows.sum(0)) / count
-        centred = rows - mean
-        variance = _SumOverProcesses.apply((centred * centred).sum(0)) / count
-        self._track(mean.detach(), variance.detach() * count / (count - 1))
-        return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
-
-    @torch.no_grad()
-    def _track(self, mean: torch.Tensor, unbiased_variance: torch.Tensor) -> None:
-        self.num_batches_tracked += 1
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.lerp_(mean, factor)
-        self.running_var.lerp_(unbiased_variance, factor)
-
-
-class _SumOverProcesses(torch.autograd.Function):
-    """The sum of a tensor over all processes, with its gradient summed likewise: each process's rows then
-    get their share of the loss gradients of every process's rows that their statistics touched."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        total = tensor.clone()
-        dist.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
-
-
-def use_global_batch_norm(module: nn.Module) -> None:
-    """Swap the BatchNorm1d layers of `module` (affine, tracking running statistics, as the predictor's are)
-    for GlobalBatchNorm1d, keeping the same parameters and buffers: the state-dict keys stay those of a plain
-    predictor, and an optimizer made before the swap still holds the parameters."""
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm1d:
-            replacement = GlobalBatchNorm1d(child.num_features, child.eps, child.momentum)
-            replacement.weight, replacement.bias = child.weight, child.bias
-            for buffer in ("running_mean", "running_var", "num_batches_tracked"):
-                setattr(replacement, buffer, getattr(child, buffer))
-            replacement.train(child.training)
-            setattr(module, name, replacement)
-        else:
-            use_global_batch_norm(child)
