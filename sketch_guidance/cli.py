@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._common import comfyui_path
 from .train_config import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -69,14 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _comfyui_root(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [Path(__file__).absolute().parents[3]]
-    for root in candidates:
-        if (root / "comfy" / "sd.py").is_file():
-            return root
-    raise SystemExit(f"ComfyUI not found at {candidates[0]}: pass --comfyui DIR or set COMFYUI_PATH.")
-
-
 def _paths(args) -> tuple[str, str]:
     checkpoint = args.checkpoint
     if args.models and not os.path.isfile(checkpoint):
@@ -98,12 +90,9 @@ def parse_command(argv: list[str] | None = None) -> TrainCommand:
     checkpoint, output = _paths(args)
     config = TrainConfig(args.steps, args.batch_size, args.lr, args.seed, args.pixels_per_image, args.save_every)
     return TrainCommand(checkpoint, output, args.images, args.resolution, args.layer_set,
-                        _comfyui_root(args.comfyui), args.cpu, config)
+                        comfyui_path.comfyui_root(args.comfyui, __file__), args.cpu, config)
 
 
 def use_comfyui(command: TrainCommand) -> None:
     """Make the host importable and apply --cpu before anything imports comfy.model_management."""
-    sys.path.insert(0, str(command.comfyui))
-    from comfy.cli_args import args as host_args
-
-    host_args.cpu = host_args.cpu or command.cpu
+    comfyui_path.use_comfyui(command.comfyui, command.cpu)

@@ -32,11 +32,15 @@ def _prompts(clip):
 @pytest.mark.parametrize("sampler, scheduler", SAMPLERS)
 def test_guidance_lowers_the_edge_loss_with_each_sampler(narrow, clip, trained, sampler, scheduler):
     """The predictor's loss against the sketch where guidance ends (20 steps, guided for the first half), with
-    and without guidance from the same 4 seeds: lower on average by at least 7%, and for 3 seeds of 4."""
+    and without guidance from the same 64 seeds in one batch (guidance scales each sample on its own): lower
+    by at least 5% in geometric mean, and lower beyond chance by a one-sided paired t-test on the log ratios
+    (t below -2.60; p < 0.01 needs -2.39 at 63 degrees of freedom). On a random-weight UNet single seeds
+    scatter from 0.3 to 1.8 of the plain loss: with 4 seeds a sampler failed on one unlucky draw; with 32 the
+    weakest of 3 trained predictors gave t -2.9 (lcm), the others -4.9 or lower."""
     model, vae = narrow
     positive, negative = _prompts(clip)
     predictor = load_predictor(trained[0])
-    steps, seeds = 20, range(4)
+    steps, samples = 20, 64
     sampling = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, steps)
     end = int((sigmas >= sampling.percent_to_sigma(0.5)).sum())
@@ -45,18 +49,20 @@ def test_guidance_lowers_the_edge_loss_with_each_sampler(narrow, clip, trained, 
         target = sketch_host.sketch_target(vae, model, sketches.drawn_sketch(7))
         guided = sketch_host.apply_guidance(model, patcher_of(predictor), target, STRENGTH.get(sampler, 4.0), 0.5)
         for name, sampled in (("plain", model), ("guided", guided)):
-            for seed in seeds:
-                latent = torch.zeros(1, 4, 8, 8)
-                out = comfy.sample.sample(sampled, comfy.sample.prepare_noise(latent, seed), steps, 5.0, sampler,
-                                          scheduler, positive, negative, latent, seed=seed, last_step=end,
-                                          force_full_denoise=False, disable_pbar=True)
-                x = model.model.latent_format.process_in(out)
-                predicted = sketches.predicted_edges(model, predictor, positive, x, float(sigmas[end]))
-                losses[name, seed] = float(edge_loss(predicted, target))
-    ratio = sum(losses["guided", s] for s in seeds) / sum(losses["plain", s] for s in seeds)
-    lower = sum(losses["guided", s] < losses["plain", s] for s in seeds)
-    print(f"\n{sampler}/{scheduler}: guided/plain {ratio:.3f}, lower for {lower}/{len(seeds)}")
-    assert ratio < 0.93 and lower >= len(seeds) - 1, losses
+            latent = torch.zeros(samples, 4, 8, 8)
+            out = comfy.sample.sample(sampled, comfy.sample.prepare_noise(latent, 0), steps, 5.0, sampler,
+                                      scheduler, positive, negative, latent, seed=0, last_step=end,
+                                      force_full_denoise=False, disable_pbar=True)
+            x = model.model.latent_format.process_in(out)
+            predicted = sketches.predicted_edges(model, predictor, positive, x, float(sigmas[end]))
+            losses[name] = edge_loss(predicted, target).double()
+    log_ratio = (losses["guided"] / losses["plain"]).log()
+    t = float(log_ratio.mean() / (log_ratio.std() / samples**0.5))
+    ratio = float(log_ratio.mean().exp())
+    lower = int((log_ratio < 0).sum())
+    print(f"\n{sampler}/{scheduler}: guided/plain {ratio:.3f} (geometric mean), lower for {lower}/{samples}, "
+          f"per seed {float(log_ratio.exp().min()):.2f}-{float(log_ratio.exp().max()):.2f}, t {t:.2f}")
+    assert ratio < 0.95 and t < -2.60, log_ratio.exp().tolist()
 
 
 LAYER_CASES = [("transparent", 0.0, 0.5), ("joint", 0.0, 1.0), ("SDXL transparent (attention injection)", 0.3, 0.7)]
