@@ -19,10 +19,13 @@ from . import weights
 from ._common import families
 from ._common import host as common_host
 from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup, cpu_has_native_bf16
+from .host_vae import HostVAE, candidate_spaces, place_vae
+from .latent_spaces import FLUX, SD15, SDXL, LatentSpace
 from .pickled_codec import convert_pickled_codec
 from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
 
 BASE_CHOICES = families.FAMILIES  # LayerDiffusion has weights for each family the pack knows
+SPACE_OF_FAMILY = {families.SD15: SD15, families.SDXL: SDXL, families.FLUX: FLUX}
 
 
 def register_model_folder() -> None:
@@ -228,27 +231,18 @@ def crop_for_vae(vae, rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Ten
     return vae.vae_encode_crop_pixels(rgb), alpha
 
 
-def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of the host VAE's latent posterior for [B,H,W,3] pixels in [0,1].
+def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4,
+                  space: LatentSpace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the host VAE's latent posterior for [B,H,W,3] pixels in [0,1], on the
+    host's intermediate device: `HostVAE.posterior`, a sub-batch at a time.
 
-    The host's `VAE.encode` returns only the mean; the transparency offset is measured in
-    posterior std units, so both moments are read from the same pass here.
+    The host's `VAE.encode` returns only the mean; the transparency offset is measured in posterior std units.
+    `space` defaults to the VAE's structure (spaces it cannot tell apart are encoded alike).
     """
-    autoencoder = vae.first_stage_model
-    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(pixels.movedim(-1, 1).shape,
-                                                                                vae.vae_dtype))
-    means, stds = [], []
-    with torch.inference_mode():
-        for start in range(0, pixels.shape[0], sub_batch_size):
-            x = vae.process_input(pixels[start:start + sub_batch_size].movedim(-1, 1))
-            moments = autoencoder.encoder(x.to(vae.device, vae.vae_dtype))
-            quant = getattr(autoencoder, "quant_conv", None)
-            if quant is not None:
-                moments = quant(moments)
-            mean, logvar = torch.chunk(moments.float(), 2, dim=1)
-            means.append(mean.to(mm.intermediate_device()))
-            stds.append(torch.exp(0.5 * logvar.clamp(-30.0, 20.0)).to(mm.intermediate_device()))
-    return torch.cat(means), torch.cat(stds)
+    reader = HostVAE(vae, space or candidate_spaces(vae)[0])
+    rgb, device = pixels.movedim(-1, 1), mm.intermediate_device()
+    parts = [reader.posterior(rgb[start:start + sub_batch_size]) for start in range(0, rgb.shape[0], sub_batch_size)]
+    return torch.cat([mean for mean, _ in parts]).to(device), torch.cat([std for _, std in parts]).to(device)
 
 
 def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmentations: int, sub_batch_size: int,
@@ -283,5 +277,5 @@ def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, base: str) -> torch
     layout = CODECS[base]
     vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float(), layout)
     offset = encode_offset(prepare(load_codec("encoder", base)), encoder_input)
-    mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1))
+    mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1), space=place_vae(vae, SPACE_OF_FAMILY[base].name))
     return offset_latent(mean, std, offset, layout.offset_scale)

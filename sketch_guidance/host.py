@@ -20,17 +20,15 @@ import folder_paths
 import torch
 
 from . import edges
-from ._common import families
+from ._common import families, inference_tensors
 from ._common import host as common_host
 from .features import Layer, capture, feature_channels
 from .guidance import (
     GuidanceState,
-    InferenceTensorsAsNormal,
     check_strength,
     edge_loss,
     guided_denoised,
     noise_level,
-    normal_tensor_views,
     snapshots_of_outputs,
 )
 from .predictor import EdgePredictor, PredictorFileError, import_community_checkpoint, load_predictor, save_predictor
@@ -178,8 +176,8 @@ def _guided_apply_model(state: GuidanceState, unet: torch.nn.Module, predictor: 
     if not state.active(sigma) or COND not in (transformer_options.get("cond_or_uncond") or [COND]):
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     layers: tuple[Layer, ...] = predictor.model.info.layers
-    with torch.inference_mode(False), torch.enable_grad(), normal_tensor_views(unet), \
-            normal_tensor_views(predictor.model), InferenceTensorsAsNormal():
+    with torch.inference_mode(False), torch.enable_grad(), inference_tensors.normal_tensor_views(unet), \
+            inference_tensors.normal_tensor_views(predictor.model), inference_tensors.InferenceTensorsAsNormal():
         rows, chunk = _conditional_rows(transformer_options, x.shape[0])  # made here: autograd saves indices
         samples = rows % chunk
         # Tensors the host made under inference mode may not be saved for backward: use normal copies.

@@ -47,6 +47,7 @@ INSTANCES = {  # small real host objects, built once per session
     VAE: host_models.small_vae,
 }
 LH, LP, SH, CH = "layer_model/host.py", "layer_model/host_patches.py", "sketch_guidance/host.py", "common/host.py"
+HV = "layer_model/host_vae.py"
 
 
 def patcher(name: str, call: str, where: str) -> Use:
@@ -61,9 +62,12 @@ CONTRACT: tuple[Use, ...] = (
     # Modules the pack imports.
     module("comfy.cli_args", "sketch_guidance/cli.py"),
     module("comfy.latent_formats", CH),
+    module("comfy.ldm.models.autoencoder", HV),
+    module("comfy.ldm.modules.diffusionmodules.model", HV),
+    module("comfy.ldm.wan.vae", HV),
     module("comfy.ldm.modules.attention", LP),
     module("comfy.lora", LP),
-    module("comfy.model_management", f"{LH}, {LP}, {SH}, {CH}"),
+    module("comfy.model_management", f"{LH}, {LP}, {SH}, {CH}, {HV}"),
     module("comfy.model_patcher", f"{LH}, {LP}, {SH}"),
     module("comfy.ops", LP),
     module("comfy.patcher_extension", f"{LP}, {SH}"),
@@ -79,7 +83,7 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.model_management.should_use_bf16", "(device)", LH),  # may a GPU decode in bf16
     Use("comfy.model_management.vae_offload_device", "()", LH),
     Use("comfy.model_management.unet_offload_device", "()", f"{LP}, {SH}"),
-    Use("comfy.model_management.load_models_gpu", "(models, memory_required=, force_full_load=)", LH),
+    Use("comfy.model_management.load_models_gpu", "(models, memory_required=, force_full_load=)", f"{LH}, {HV}"),
     Use("comfy.model_management.get_free_memory", "(device)", LH),
     Use("comfy.model_management.intermediate_device", "()", f"{LH}, {CH}"),
     Use("comfy.model_management.OOM_EXCEPTION", where=LH),
@@ -172,15 +176,38 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.sd.CLIP.encode_from_tokens_scheduled", "(tokens)", SH),
     Use("comfy.sd.VAE.vae_encode_crop_pixels", "(pixels)", LH),
     Use("comfy.sd.VAE.encode", "(pixels)", SH),
-    Use(f"{VAE}.first_stage_model.encoder", where=LH),
-    # vae_posterior skips a missing quant_conv (other VAE families); on the SD VAE it must be there.
-    Use(f"{VAE}.first_stage_model.quant_conv", where=LH),
-    Use(f"{VAE}.latent_channels", where=LH),
-    Use(f"{VAE}.patcher", where=LH),
-    Use(f"{VAE}.memory_used_encode", "(shape, dtype)", LH),
-    Use(f"{VAE}.vae_dtype", where=LH),
-    Use(f"{VAE}.process_input", "(pixels)", LH),
-    Use(f"{VAE}.device", where=LH),
+    Use(f"{VAE}.first_stage_model.encoder", where=f"{LH}, {HV}"),
+    # The posterior is read from quant_conv's output where there is one (the SD VAE), else the encoder's.
+    Use(f"{VAE}.first_stage_model.quant_conv", where=HV),
+    Use(f"{VAE}.first_stage_model.regularization", where=HV),
+    Use(f"{VAE}.first_stage_model.decoder", where=HV),
+    Use(f"{VAE}.first_stage_model.encode", "(x)", HV),
+    Use(f"{VAE}.first_stage_model.decode", "(z)", HV),
+    Use(f"{VAE}.latent_channels", where=f"{LH}, {HV}"),
+    Use(f"{VAE}.latent_dim", where=HV),
+    Use(f"{VAE}.output_channels", where=HV),
+    Use(f"{VAE}.spacial_compression_encode", "()", HV),
+    Use(f"{VAE}.patcher", where=HV),
+    Use(f"{VAE}.disable_offload", where=HV),
+    Use(f"{VAE}.memory_used_encode", "(shape, dtype)", HV),
+    Use(f"{VAE}.memory_used_decode", "(shape, dtype)", HV),
+    Use(f"{VAE}.vae_dtype", where=HV),
+    Use(f"{VAE}.process_input", "(pixels)", HV),
+    Use(f"{VAE}.process_output", "(pixels)", HV),
+    Use(f"{VAE}.device", where=HV),
+    # comfy.ldm: the VAE classes place_vae tells apart, and the encodes whose posterior HostVAE reads
+    Use("comfy.ldm.models.autoencoder.AutoencodingEngine", where=HV),
+    Use("comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer", where=HV),
+    Use("comfy.ldm.modules.diffusionmodules.model.Encoder", where=HV),
+    Use("comfy.ldm.modules.diffusionmodules.model.Decoder", where=HV),
+    Use("comfy.ldm.wan.vae.WanVAE", where=HV),
+    Use("comfy.ldm.wan.vae.WanVAE.encode", "(x)", HV, mentions=("conv1", "log_var")),
+    Use("comfy.ldm.wan.vae.WanVAE.decode", "(z)", HV),
+    # FLUX.2: std follows the patchify and batch-norm normalisation the host applies after the posterior.
+    Use("comfy.ldm.models.autoencoder.AutoencodingEngineLegacy.encode", "(x)", HV,
+        mentions=("quant_conv", "regularization", "ps", "bn", "running_mean", "running_var", "bn_eps")),
+    Use("comfy.ldm.modules.distributions.distributions.DiagonalGaussianDistribution.__init__", where=HV,
+        mentions=("chunk", "clamp")),  # (mean, log-variance) halves; LOG_VAR_RANGE
     Use("comfy.latent_formats.SD15", where=CH),
     Use("comfy.latent_formats.SDXL", where=CH),
     Use("comfy.latent_formats.Flux", where=CH),
