@@ -13,14 +13,12 @@ peak memory, the ratio against the plain loop, and the largest and mean output d
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from functools import partial
 
 import host_first  # ComfyUI in-process, before its modules and the pack
 
 import comfy.model_management as mm
-import psutil
 import torch
 from comfyui_layer_sketch.layer_model import host
 from comfyui_layer_sketch.layer_model.decode_precision import PRECISIONS, apply_setup, codec_setup
@@ -31,42 +29,9 @@ from comfyui_layer_sketch.layer_model.transparent_codec import (
     decode_rgba_reference,
 )
 
+from bench._measure import PeakMemory
+
 LAYOUTS = {"SD": SD_CODEC, "FLUX": FLUX_CODEC}
-
-
-class PeakMemory:
-    """Peak GPU allocation on CUDA, else peak resident memory of this process above the start."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            self.process = psutil.Process()
-            self.start = self.peak = self.process.memory_info().rss
-            self.running = True
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self.running = False
-            self.thread.join()
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 def timed(fn, device: torch.device, repeats: int):

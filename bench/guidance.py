@@ -8,7 +8,7 @@
 Weights are random (speed and memory do not depend on values); the full-size model is the cached
 random SD1.5 checkpoint of the tests, loaded as the host loads checkpoints.
 
-    .host/0.30.0/venv/bin/python -P bench/guidance.py [--size 256] [--steps 4] [--repeats 2] [--train-steps 3]
+    .host/0.30.0/venv/bin/python -P bench/guidance.py [--size 256] [--steps 6] [--repeats 2] [--train-steps 3]
                                                       [--smoke]
 
 `--smoke`: the narrow UNet alone, training batch 4, to check that the bench runs (tests/e2e/test_benches.py).
@@ -17,10 +17,8 @@ random SD1.5 checkpoint of the tests, loaded as the host loads checkpoints.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +27,6 @@ import host_first  # ComfyUI in-process, before its modules and the pack
 import comfy.model_management as mm
 import comfy.sample
 import comfy.sd
-import psutil
 import torch
 from comfyui_layer_sketch.sketch_guidance import host as sketch_host
 from comfyui_layer_sketch.sketch_guidance.dataset import ImageFolder
@@ -39,36 +36,9 @@ from comfyui_layer_sketch.sketch_guidance.train import TrainConfig, train_predic
 from support import fixtures, sketches
 from support.host_models import NARROW_SD15_UNET, random_model, small_vae
 
-CACHE = Path(os.environ.get("LAYER_SKETCH_TEST_CACHE", Path.home() / ".cache" / "comfyui-layer-sketch-tests"))
+from bench._measure import PeakMemory
 
-
-class PeakMemory:
-    """Peak memory of the enclosed block above its start (CUDA allocator, or resident set size on CPU)."""
-
-    def __enter__(self):
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            self.process, self.start, self.peak, self.running = psutil.Process(), 0, 0, True
-            self.start = self.peak = self.process.memory_info().rss
-            self.thread = threading.Thread(target=self._poll, daemon=True)
-            self.thread.start()
-        return self
-
-    def _poll(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            self.mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
-        else:
-            self.running = False
-            self.thread.join()
-            self.mib = (self.peak - self.start) / 2**20
+CACHE = fixtures.cache_dir()
 
 
 def step_times(model, positive, negative, size: int, steps: int) -> list[float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,21 +25,17 @@ import host_first  # ComfyUI in-process, before its modules and the pack
 import hostenv
 import torch
 from support import fixtures, sketches
+from support import torchrun as launch
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = fixtures.cache_dir()
 SPEED = re.compile(r"([0-9.]+) images/s")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
-
 def images_per_second(processes: int, checkpoint: Path, images: Path, output: Path, args, gpu: bool) -> float:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               "--master_port", str(_free_port()), "-m", "sketch_guidance.train", "--comfyui", str(hostenv.COMFY_DIR),
+               "--master_port", str(launch.free_port()), "-m", "sketch_guidance.train",
+               "--comfyui", str(hostenv.COMFY_DIR),
                "--checkpoint", str(checkpoint), "--images", str(images), "--output", str(output),
                "--steps", str(args.steps), "--batch-size", str(args.batch), "--resolution", str(args.size),
                "--save-every", str(args.steps), *([] if gpu else ["--cpu"])]

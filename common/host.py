@@ -56,6 +56,18 @@ def progress_bar(total: int) -> comfy.utils.ProgressBar:
     return comfy.utils.ProgressBar(total)
 
 
+def progress_text(text: str, node_id: str | None) -> None:
+    """A line of text under the running node in the editor (the running losses of a training); nothing when
+    the node runs without a server (a script, a test) or without its id."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None and node_id is not None:
+        server.send_progress_text(text, node_id)
+
+
 def output_path(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
     """(folder, file stem, first free counter, subfolder) in the output folder, as Save Image numbers files."""
     folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(

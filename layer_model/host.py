@@ -22,7 +22,15 @@ from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup
 from .host_vae import HostVAE, candidate_spaces, place_vae
 from .latent_spaces import FLUX, SD15, SDXL, LatentSpace
 from .pickled_codec import convert_pickled_codec
-from .transparent_codec import CODECS, decode_rgba, encode_offset, encoder_inputs, offset_latent
+from .transparent_codec import (
+    CODECS,
+    CodecLayout,
+    decode_rgba,
+    encode_offset,
+    encoder_inputs,
+    narrowed_channels,
+    offset_latent,
+)
 
 BASE_CHOICES = families.FAMILIES  # LayerDiffusion has weights for each family the pack knows
 SPACE_OF_FAMILY = {families.SD15: SD15, families.SDXL: SDXL, families.FLUX: FLUX}
@@ -279,3 +287,40 @@ def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, base: str) -> torch
     offset = encode_offset(prepare(load_codec("encoder", base)), encoder_input)
     mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1), space=place_vae(vae, SPACE_OF_FAMILY[base].name))
     return offset_latent(mean, std, offset, layout.offset_scale)
+
+
+# The latent spaces (the host's latent format names) that have a published codec to fine-tune from.
+PUBLISHED_CODEC_OF_SPACE = {"SD15": families.SD15, "SDXL": families.SDXL, "Flux": families.FLUX}
+
+
+def codec_start(space_name: str, space_label: str, channels: int, downscale: int, init: str,
+                decoder_width: float = 1.0) -> tuple[CodecLayout, tuple[dict, dict] | None]:
+    """The layout a codec trainer starts from and, to fine-tune (`init` "published"), the published codec's
+    (encoder, decoder) state dicts for that latent space, downloaded if missing."""
+    if init != "published":
+        return CodecLayout(channels, True, 0.0, downscale, narrowed_channels(decoder_width)), None
+    base = PUBLISHED_CODEC_OF_SPACE.get(space_name)
+    if base is None:
+        raise ValueError(f"No published transparency codec exists for {space_label} latents to fine-tune from: "
+                         "set init to 'none' to train one from scratch.")
+    if decoder_width != 1.0:
+        raise ValueError("A codec fine-tuned from the published one keeps its decoder width: set the decoder "
+                         "width to 1.0, or init to 'none'.")
+    states = []
+    for kind in ("encoder", "decoder"):
+        weight, prefix = weights.codec_file(base, kind)
+        state = weights.load_state_dict(ensure_weight(weight))
+        states.append({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} if prefix else state)
+    return CODECS[base], (states[0], states[1])
+
+
+def codec_output_path(file_name: str) -> str:
+    """models/layer_model/<file_name>.safetensors (the first layer_model folder), refusing names with folders."""
+    name = file_name.strip()
+    if not name or os.path.basename(name) != name or name.startswith("."):
+        raise ValueError(f"The save name {file_name!r} must be a plain file name (no folders), e.g. 'my_codec'.")
+    if not name.endswith(".safetensors"):
+        name += ".safetensors"
+    folder = layer_model_folders()[0]
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)

@@ -7,10 +7,14 @@ and computed by the host's own encode and decode, so each host version's layout 
 
 from __future__ import annotations
 
+import hashlib
+
 import comfy.ldm.models.autoencoder as autoencoder
 import comfy.ldm.modules.diffusionmodules.model as kl_layers
 import comfy.ldm.wan.vae as wan_vae
 import comfy.model_management as mm
+import comfy.sd
+import comfy.utils
 import torch
 
 from ._common import inference_tensors
@@ -118,6 +122,17 @@ class HostVAE:
         quant = getattr(self.model, "quant_conv", None)
         self._moments_layer = self.model.conv1 if space.frames else quant if quant is not None else self.model.encoder
 
+    @property
+    def signature(self) -> str:
+        """Identifies the VAE's weights (names, shapes and a sum of each tensor), so that a saved training run
+        resumes only with the VAE it was trained against, whichever file or loader it came from."""
+        digest = hashlib.sha256(self.space.name.encode())
+        with torch.inference_mode():
+            for name, tensor in sorted(self.model.state_dict().items()):
+                total = float(tensor.float().sum()) if tensor.is_floating_point() else float(tensor.sum())
+                digest.update(f"{name}:{tuple(tensor.shape)}:{total:.6e}".encode())
+        return digest.hexdigest()[:16]
+
     def posterior(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation [B, C, h, w], float32 on `device`, without gradient, of the latent of RGB
         [B, 3, H, W] in [0, 1] (sides multiples of the space's downscale). The mean is what VAE Encode returns."""
@@ -181,3 +196,16 @@ class HostVAE:
     def _check(self, x: torch.Tensor, channels: int, multiple: int, wanted: str) -> None:
         if x.ndim != 4 or x.shape[1] != channels or x.shape[2] % multiple or x.shape[3] % multiple:
             raise ValueError(f"The {self.space.label} VAE takes {wanted}; got a tensor of shape {tuple(x.shape)}.")
+
+
+def load_vae_file(path: str, latent_format: str = AUTO) -> tuple[HostVAE, LatentSpace]:
+    """A VAE file loaded as Load VAE loads it, placed in its latent space (the command line's --vae)."""
+    state, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
+    vae = comfy.sd.VAE(sd=state, metadata=metadata)
+    space = place_vae(vae, latent_format)
+    return HostVAE(vae, space), space
+
+
+def torch_device() -> torch.device:
+    """The device the host trains on (after --cpu and, under torchrun, this process's GPU are set)."""
+    return mm.get_torch_device()

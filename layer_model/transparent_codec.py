@@ -1,7 +1,7 @@
 """RGBA decoding with test-time augmentation, and the transparency offset for encoding.
 
 Pure torch. Images here are [B,C,H,W] float in [0,1]; latents are the host's unscaled
-VAE latents [B,C,H/8,W/8] (4 channels for SD1.5/SDXL, 16 for FLUX).
+VAE latents [B,C,H/d,W/d] (4 channels at 1/8 for SD1.5/SDXL, 16 for FLUX, 128 at 1/16 for FLUX.2).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .median import lower_median
 from .transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
 from .weights import FLUX, SD15, SDXL
 
-LATENT_SCALE = 8  # pixels per latent cell of the SD1.5, SDXL and FLUX.1 VAEs
+LATENT_SCALE = 8  # pixels per latent cell of the SD1.5, SDXL and FLUX.1 VAEs (the published codecs')
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,16 @@ class CodecLayout:
     latent_channels: int
     alpha_first: bool  # offset encoder input: (alpha, colour) for SD; the FLUX port feeds (colour, alpha)
     offset_scale: float  # the encoder's output times this is the offset, in posterior std units
+    downscale: int = LATENT_SCALE  # image pixels per latent cell along a side
+    decoder_channels: tuple[int, ...] = DecoderConfig.block_channels  # the published width; trainers may narrow it
 
     def decoder(self) -> TransparentDecoder:
-        return TransparentDecoder(DecoderConfig(latent_channels=self.latent_channels))
+        level = self.downscale.bit_length() - 1
+        return TransparentDecoder(DecoderConfig(block_channels=self.decoder_channels,
+                                                latent_channels=self.latent_channels, latent_level=level))
 
     def encoder(self) -> TransparencyEncoder:
-        return TransparencyEncoder(self.latent_channels)
+        return TransparencyEncoder(self.latent_channels, self.downscale)
 
 
 SD_CODEC = CodecLayout(latent_channels=4, alpha_first=True, offset_scale=1.0)
@@ -54,6 +58,14 @@ AUGMENTATIONS: dict[int, tuple[Variant, ...]] = {
 Progress = Callable[[int], None]  # called with the number of decoder passes just finished
 
 
+def narrowed_channels(width: float) -> tuple[int, ...]:
+    """The decoder's level widths at `width` times the published ones (multiples of 8: its attention heads
+    are 8 channels wide), for codecs trained smaller than the published decoder's 104 M parameters."""
+    if not 0.0 < width <= 1.0:
+        raise ValueError(f"the decoder width is a fraction of the published one, in (0, 1], got {width}")
+    return tuple(max(8, round(c * width / 8) * 8) for c in DecoderConfig.block_channels)
+
+
 def apply_variant(x: torch.Tensor, variant: Variant) -> torch.Tensor:
     flip, turns = variant
     if flip:
@@ -69,12 +81,12 @@ def invert_variant(x: torch.Tensor, variant: Variant) -> torch.Tensor:
     return x
 
 
-def check_latent_matches_image(rgb: torch.Tensor, latent: torch.Tensor) -> None:
+def check_latent_matches_image(rgb: torch.Tensor, latent: torch.Tensor, scale: int = LATENT_SCALE) -> None:
     """Raise a clear error unless the latent is the one the image was decoded from (size and batch)."""
     (b, _, h, w), (lb, _, lh, lw) = rgb.shape, latent.shape
-    if (h, w) != (lh * LATENT_SCALE, lw * LATENT_SCALE):
+    if (h, w) != (lh * scale, lw * scale):
         raise ValueError(
-            f"The latent is {lw}x{lh} (an image of {lw * LATENT_SCALE}x{lh * LATENT_SCALE} px) but the image is "
+            f"The latent is {lw}x{lh} (an image of {lw * scale}x{lh * scale} px) but the image is "
             f"{w}x{h} px. Connect the IMAGE that VAE Decode produced from this same LATENT, without resizing it."
         )
     if b != lb:
@@ -84,14 +96,15 @@ def check_latent_matches_image(rgb: torch.Tensor, latent: torch.Tensor) -> None:
         )
 
 
-def pad_to_multiple(rgb: torch.Tensor, latent: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_to_multiple(rgb: torch.Tensor, latent: torch.Tensor, multiple: int,
+                    scale: int = LATENT_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad bottom/right by edge replication so the image sides are multiples of `multiple`."""
     h, w = rgb.shape[-2:]
     pad_h, pad_w = (math.ceil(s / multiple) * multiple - s for s in (h, w))
     if pad_h == 0 and pad_w == 0:
         return rgb, latent
     rgb = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate")
-    latent = F.pad(latent, (0, pad_w // LATENT_SCALE, 0, pad_h // LATENT_SCALE), mode="replicate")
+    latent = F.pad(latent, (0, pad_w // scale, 0, pad_h // scale), mode="replicate")
     return rgb, latent
 
 
@@ -123,7 +136,7 @@ def decode_rgba(
     sub_batch_size: int = 8,
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Straight RGBA [B,4,H,W] from the VAE-decoded RGB [B,3,H,W] and its latent [B,4,H/8,W/8].
+    """Straight RGBA [B,4,H,W] from the VAE-decoded RGB [B,3,H,W] and its latent [B,C,H/d,W/d].
 
     Each of `augmentations` flip/rotation variants is decoded, clipped to [0,1], transformed back,
     and the per-pixel median taken. Any size divisible by 8 works: the decoder sees the image padded
@@ -133,12 +146,13 @@ def decode_rgba(
         raise ValueError(f"augmentations must be one of {sorted(AUGMENTATIONS)}, got {augmentations}")
     if sub_batch_size < 1:
         raise ValueError(f"sub_batch_size must be at least 1, got {sub_batch_size}")
-    check_latent_matches_image(rgb, latent)
+    scale = decoder.config.downscale
+    check_latent_matches_image(rgb, latent, scale)
     variants = AUGMENTATIONS[augmentations]
     param = next(decoder.parameters())
     layout = _memory_format_of(param)
     height, width = rgb.shape[-2:]
-    rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple)
+    rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple, scale)
 
     results = torch.empty((len(variants),) + tuple(rgb.shape[:1]) + (4,) + tuple(rgb.shape[2:]), device=rgb.device)
     for group in _passes_by_shape(rgb.shape[0], variants):
@@ -166,9 +180,10 @@ def decode_rgba_reference(
 
     Kept as the yardstick the fast path is tested and benchmarked against.
     """
-    check_latent_matches_image(rgb, latent)
+    scale = decoder.config.downscale
+    check_latent_matches_image(rgb, latent, scale)
     height, width = rgb.shape[-2:]
-    rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple)
+    rgb, latent = pad_to_multiple(rgb.float(), latent.float(), decoder.config.pad_multiple, scale)
     param = next(decoder.parameters())
     decoded = []
     for b in range(rgb.shape[0]):
@@ -196,10 +211,10 @@ def encoder_inputs(rgb: torch.Tensor, alpha: torch.Tensor,
 
 @torch.inference_mode()
 def encode_offset(encoder: TransparencyEncoder, encoder_input: torch.Tensor, sub_batch_size: int = 8) -> torch.Tensor:
-    """Latent transparency offset [B,C,H/8,W/8] as the encoder gives it; H and W must be multiples of 8."""
+    """Latent transparency offset [B,C,H/d,W/d] as the encoder gives it; H and W must be multiples of d."""
     h, w = encoder_input.shape[-2:]
-    if h % LATENT_SCALE or w % LATENT_SCALE:
-        raise ValueError(f"image sides must be multiples of {LATENT_SCALE} px to encode, got {w}x{h}")
+    if h % encoder.downscale or w % encoder.downscale:
+        raise ValueError(f"image sides must be multiples of {encoder.downscale} px to encode, got {w}x{h}")
     param = next(encoder.parameters())
     chunks = [
         encoder(encoder_input[i:i + sub_batch_size].to(param.device, param.dtype)).float().to(encoder_input.device)

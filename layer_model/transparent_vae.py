@@ -26,13 +26,18 @@ class DecoderConfig:
     groups: int = 4
     head_dim: int = 8
     latent_channels: int = 4
-    latent_level: int = 3  # the latent joins the hidden state before this down level (H/8)
+    latent_level: int = 3  # the latent joins the hidden state before this down level (H/2**level: H/8)
     eps: float = 1e-5
 
     @property
     def pad_multiple(self) -> int:
         """Image sides must be multiples of this (one halving per down level but the last)."""
         return 2 ** (len(self.block_channels) - 1)
+
+    @property
+    def downscale(self) -> int:
+        """Image pixels per latent cell along a side."""
+        return 2**self.latent_level
 
 
 class ResnetBlock(nn.Module):
@@ -169,9 +174,10 @@ class MidBlock(nn.Module):
 
 
 class TransparentDecoder(nn.Module):
-    """(RGB in [0,1] [B,3,H,W], unscaled latent [B,C,H/8,W/8]) -> [B,4,H,W]: alpha, then straight RGB.
+    """(RGB in [0,1] [B,3,H,W], unscaled latent [B,C,H/d,W/d]) -> [B,4,H,W]: alpha, then straight RGB.
 
-    C is `config.latent_channels`: 4 for SD1.5/SDXL, 16 for the FLUX port's decoder.
+    C is `config.latent_channels`: 4 for SD1.5/SDXL, 16 for the FLUX port's decoder; d is 2**latent_level
+    (8 for the published decoders).
 
     H and W must be multiples of `config.pad_multiple` (64); `decode_rgba` pads for you.
     """
@@ -224,23 +230,29 @@ class TransparentDecoder(nn.Module):
 
 
 class TransparencyEncoder(nn.Module):
-    """(alpha and colour-filled RGB in [0,1], [B,4,H,W]) -> latent offset [B,C,H/8,W/8].
+    """(alpha and colour-filled RGB in [0,1], [B,4,H,W]) -> latent offset [B,C,H/d,W/d].
 
-    C is the latent's channel count: 4 for SD1.5/SDXL, 16 for FLUX (whose port feeds colour first).
+    C is the latent's channel count: 4 for SD1.5/SDXL, 16 for FLUX (whose port feeds colour first); d its
+    downscale, 8 for the published encoders. A latent at 1/16 (FLUX.2) gets one more stride-2 stage before
+    the last convolution; at 1/8 the layout is the published one, key for key.
     """
 
     CHANNELS = ((4, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2),
                 (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 4, 1))  # (in, out, stride) for SD
 
-    def __init__(self, latent_channels: int = 4) -> None:
+    def __init__(self, latent_channels: int = 4, downscale: int = 8) -> None:
         super().__init__()
+        extra = {8: (), 16: ((256, 256, 2), (256, 256, 1))}.get(downscale)
+        if extra is None:
+            raise ValueError(f"the transparency encoder reaches latents at 1/8 or 1/16 of the image, not 1/{downscale}")
         layers: list[nn.Module] = []
-        channels = self.CHANNELS[:-1] + ((256, latent_channels, 1),)
+        channels = self.CHANNELS[:-1] + extra + ((256, latent_channels, 1),)
         for i, (cin, cout, stride) in enumerate(channels):
             if i:
                 layers.append(nn.SiLU())
             layers.append(nn.Conv2d(cin, cout, 3, stride=stride, padding=1))
         self.blocks = nn.Sequential(*layers)
+        self.downscale = downscale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)

@@ -1,5 +1,6 @@
 """ComfyUI node classes: thin adapters over `layer_model` and `sketch_guidance`."""
 
+from .codec_training import LayerDiffuseTrainTransparentVAE
 from .layer_diffuse import (
     LayerDiffuseApply,
     LayerDiffuseCondApply,
@@ -23,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseEncode": LayerDiffuseEncode,
     "LayerDiffuseComposite": LayerDiffuseComposite,
     "LayerDiffuseSaveLayers": LayerDiffuseSaveLayers,
+    "LayerDiffuseTrainTransparentVAE": LayerDiffuseTrainTransparentVAE,
     "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
     "SketchGuidanceApply": SketchGuidanceApply,
     "SketchGuidanceTrainPredictor": SketchGuidanceTrainPredictor,
@@ -40,6 +42,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseEncode": "Layer Diffuse Encode (RGBA)",
     "LayerDiffuseComposite": "Layer Diffuse Composite (RGBA)",
     "LayerDiffuseSaveLayers": "Layer Diffuse Save Layers (ORA/PSD)",
+    "LayerDiffuseTrainTransparentVAE": "Layer Diffuse Train Transparent VAE",
     "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
     "SketchGuidanceApply": "Sketch Guidance Apply",
     "SketchGuidanceTrainPredictor": "Sketch Guidance Train Predictor",

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._common import comfyui_path
+from ._common import host_path
 from .train_config import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -90,9 +90,9 @@ def parse_command(argv: list[str] | None = None) -> TrainCommand:
     checkpoint, output = _paths(args)
     config = TrainConfig(args.steps, args.batch_size, args.lr, args.seed, args.pixels_per_image, args.save_every)
     return TrainCommand(checkpoint, output, args.images, args.resolution, args.layer_set,
-                        comfyui_path.comfyui_root(args.comfyui, __file__), args.cpu, config)
+                        host_path.comfyui_root(args.comfyui, __file__), args.cpu, config)
 
 
 def use_comfyui(command: TrainCommand) -> None:
     """Make the host importable and apply --cpu before anything imports comfy.model_management."""
-    comfyui_path.use_comfyui(command.comfyui, command.cpu)
+    host_path.use_comfyui(command.comfyui, command.cpu)

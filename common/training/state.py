@@ -42,3 +42,22 @@ def load(path: str, fingerprint: dict, upgrade: Callable[[dict], dict] | None = 
     if upgrade is not None and isinstance(written, dict):
         written = upgrade(written)
     return saved if written == fingerprint else None
+
+
+def differences(path: str, fingerprint: dict) -> list[str] | None:
+    """How the run saved at `path` differs from the run `fingerprint` describes: None without a saved state,
+    [] for the same run, else one line per setting that differs ("config.learning_rate: saved 0.001, now
+    0.0001"), for trainers that refuse to overwrite another run's state."""
+    if not os.path.exists(path):
+        return None
+    written = torch.load(path, map_location="cpu", weights_only=True).get("fingerprint")
+    if not isinstance(written, dict):
+        return ["the saved state has no description of its run"]
+    return _differing(written, fingerprint, "")
+
+
+def _differing(saved, now, where: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [line for key in sorted(set(saved) | set(now), key=str)
+                for line in _differing(saved.get(key), now.get(key), f"{where}.{key}" if where else str(key))]
+    return [] if saved == now else [f"{where}: saved {saved!r}, now {now!r}"]

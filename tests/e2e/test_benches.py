@@ -33,7 +33,8 @@ SMALLEST = {
 
 
 def test_every_bench_has_smallest_settings_here():
-    assert sorted(path.name for path in BENCH.glob("*.py")) == sorted(SMALLEST)
+    """Every script, that is: bench/_*.py are what the scripts share."""
+    assert sorted(path.name for path in BENCH.glob("*.py") if not path.name.startswith("_")) == sorted(SMALLEST)
 
 
 @pytest.mark.parametrize("script", sorted(SMALLEST))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 
 import hostenv
@@ -23,6 +22,7 @@ import torch
 from comfyui_layer_sketch.common.training.distributed import KILL_FOR_TESTS
 from comfyui_layer_sketch.sketch_guidance.predictor import load_predictor
 from support import fixtures, sketches
+from support import torchrun as launch
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +36,6 @@ WEIGHT_TOLERANCE = 2 * LEARNING_RATE  # measured 2.8e-5 at most; see the docstri
 FIRST_NORM = "layers.2.running_mean"  # the first BatchNorm's running mean
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
-
 def _train_arguments(fixture_cache, images, output, steps: int, pixels: int) -> list[str]:
     return ["-m", "sketch_guidance.train", "--comfyui", str(hostenv.COMFY_DIR),
             "--checkpoint", str(fixtures.sd15_checkpoint(fixture_cache, slim=True)), "--images", str(images),
@@ -49,33 +43,15 @@ def _train_arguments(fixture_cache, images, output, steps: int, pixels: int) -> 
             "--resolution", "64", "--pixels-per-image", str(pixels), "--save-every", "1", "--cpu"]
 
 
-def _run(command: list[str], **env: str) -> subprocess.CompletedProcess:
-    # One thread per process: the 2-process runs share the CI machine's 2 cores, and a single process with 2
-    # threads is slow on a busy machine.
-    environment = {**hostenv.host_environment(), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(command, cwd=hostenv.REPO, capture_output=True, text=True, timeout=600, env=environment)
-
-
 def _one_process(fixture_cache, images, output, steps: int = STEPS,
                  pixels: int = SUBSET) -> subprocess.CompletedProcess:
-    return _run([str(hostenv.venv_python()), *_train_arguments(fixture_cache, images, output, steps, pixels)])
+    return launch.run(_train_arguments(fixture_cache, images, output, steps, pixels))
 
 
 def _torchrun(fixture_cache, images, output, processes: int, steps: int = STEPS, rendezvous: bool = False,
               pixels: int = SUBSET, **env: str) -> subprocess.CompletedProcess:
-    """torchrun on one machine; `rendezvous`: in the several-machine form (--nnodes, c10d rendezvous endpoint)."""
-    if rendezvous:
-        launch = ["--nnodes", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"localhost:{_free_port()}"]
-    else:
-        launch = ["--master_port", str(_free_port())]
-    command = [str(hostenv.venv_python()), "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               *launch, *_train_arguments(fixture_cache, images, output, steps, pixels)]
-    return _run(command, **env)
-
-
-def _succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+    return launch.torchrun(_train_arguments(fixture_cache, images, output, steps, pixels), processes, rendezvous,
+                           **env)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +67,7 @@ def single_runs(tmp_path_factory, fixture_cache, images):
     def single_run(pixels: int):
         if pixels not in runs:
             output = tmp_path_factory.mktemp("single") / "edges.safetensors"
-            _succeeded(_one_process(fixture_cache, images, output, pixels=pixels))
+            launch.succeeded(_one_process(fixture_cache, images, output, pixels=pixels))
             runs[pixels] = load_predictor(str(output))
         return runs[pixels]
 
@@ -125,7 +101,7 @@ def _assert_matches(single, path) -> None:
 def test_two_processes_train_the_predictor_of_one_and_only_rank_0_writes(tmp_path, fixture_cache, images, single_runs,
                                                                          pixels):
     output = tmp_path / "edges.safetensors"
-    result = _succeeded(_torchrun(fixture_cache, images, output, 2, pixels=pixels))
+    result = launch.succeeded(_torchrun(fixture_cache, images, output, 2, pixels=pixels))
     assert result.stdout.count("SD1.5 checkpoint, 6 images") == 1, "rank 0 alone prints"
     assert "2 processes (gloo): each step's 4 images are shared out, 2 per process" in result.stdout
     assert result.stdout.count("final loss") == 1 and result.stderr.count(f"{STEPS}/{STEPS}") >= 1
@@ -146,14 +122,14 @@ def test_a_killed_process_fails_the_run_which_resumes_with_one_process(tmp_path,
     assert sorted(os.listdir(tmp_path)) == ["edges.safetensors.train-state"], "no predictor yet, no temporary files"
     assert torch.load(f"{output}.train-state", map_location="cpu", weights_only=True)["step"] == 2
 
-    resumed = _succeeded(_torchrun(fixture_cache, images, output, 1))
+    resumed = launch.succeeded(_torchrun(fixture_cache, images, output, 1))
     assert "resumed from step 2" in resumed.stdout
     _assert_matches(single, output)
 
 
 def test_a_run_of_one_process_resumes_with_two(tmp_path, fixture_cache, images, single):
     output = tmp_path / "edges.safetensors"
-    _succeeded(_one_process(fixture_cache, images, output, steps=2))
-    resumed = _succeeded(_torchrun(fixture_cache, images, output, 2))
+    launch.succeeded(_one_process(fixture_cache, images, output, steps=2))
+    resumed = launch.succeeded(_torchrun(fixture_cache, images, output, 2))
     assert "resumed from step 2" in resumed.stdout
     _assert_matches(single, output)

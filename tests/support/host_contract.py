@@ -60,7 +60,7 @@ def module(name: str, where: str) -> Use:
 
 CONTRACT: tuple[Use, ...] = (
     # Modules the pack imports.
-    module("comfy.cli_args", "sketch_guidance/cli.py"),
+    module("comfy.cli_args", "common/host_path.py"),
     module("comfy.latent_formats", CH),
     module("comfy.ldm.models.autoencoder", HV),
     module("comfy.ldm.modules.diffusionmodules.model", HV),
@@ -76,6 +76,10 @@ CONTRACT: tuple[Use, ...] = (
     module("comfy.utils", f"{LH}, {LP}, {CH}"),
     module("comfy.weight_adapter", LP),
     module("folder_paths", f"{LH}, {SH}, {CH}"),
+    module("server", CH),
+    # A training node's running losses under it in the editor
+    Use("server.PromptServer", where=CH, mentions=("instance",)),
+    Use("server.PromptServer.send_progress_text", "(text, node_id)", CH),
     # comfy.model_management
     Use("comfy.model_management.throw_exception_if_processing_interrupted", "()", LH),
     Use("comfy.model_management.get_torch_device", "()", f"{LH}, {LP}, {SH}"),
@@ -216,8 +220,8 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.utils.ProgressBar.update_absolute", "(done, total)", f"{LH}, nodes/sketch.py"),
     Use("comfy.utils.ProgressBar.update", "(count)", LH),
     Use("comfy.utils.get_attr", "(model, path)", LP),
-    Use("comfy.cli_args.args", where="sketch_guidance/cli.py"),
-    Use("comfy.cli_args.args.cpu", where="sketch_guidance/cli.py"),
+    Use("comfy.cli_args.args", where="common/host_path.py"),
+    Use("comfy.cli_args.args.cpu", where="common/host_path.py"),
     # folder_paths
     Use("folder_paths.models_dir", where=CH),
     Use("folder_paths.folder_names_and_paths", where=f"{LH}, {CH}"),

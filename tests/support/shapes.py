@@ -25,3 +25,25 @@ def random_rgba(batch: int, size: int, generator: torch.Generator) -> torch.Tens
             alpha = torch.maximum(alpha, shape)
         images.append(torch.cat([rgb, alpha[None]]))
     return torch.stack(images)
+
+
+def write_rgba_folder(folder, count: int, size: int, seed: int = 0, opaque: int = 0, without_alpha: int = 0):
+    """PNG files of `count` random transparent shapes (plus `opaque` fully opaque RGBA files and `without_alpha`
+    RGB files, which a codec trainer must skip) in `folder`; returns the folder."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = random_rgba(count + opaque + without_alpha, size, torch.Generator().manual_seed(seed))
+    for index, image in enumerate(images):
+        array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        if index >= count + opaque:
+            Image.fromarray(array[..., :3], "RGB").save(folder / f"rgb_{index:03d}.png")
+        else:
+            if index >= count:
+                array[..., 3] = 255
+            Image.fromarray(array, "RGBA").save(folder / f"shape_{index:03d}.png")
+    return folder

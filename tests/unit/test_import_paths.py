@@ -22,8 +22,8 @@ ALLOWED = {
     "run.py",
     # The one place the host's ComfyUI tree goes on sys.path, first (import_host's docstring says why).
     "devtools/hostimport.py",
-    # The training command line that users run from their pack folder puts their ComfyUI on the path.
-    "sketch_guidance/cli.py",
+    # The training command lines that users run from their pack folder put their ComfyUI on the path.
+    "common/host_path.py",
 }
 PATH_EDIT = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path\[[^\]\n]*\]\s*=|sys\.path\s*\+=")
 LATE_IMPORT = re.compile(r"noqa:[^\n]*E40[2]")  # an import silenced for following other code

@@ -1,0 +1,311 @@
+"""Training the latent transparency codec against a frozen VAE: the method's first stage (plain torch).
+
+The offset encoder sees alpha and the colour-filled RGB; its output, times the offset scale and the VAE
+posterior's standard deviation, moves the posterior mean: the adjusted latent. The frozen VAE decodes it to
+RGB, and the transparent decoder reads that RGB with the adjusted latent back into RGBA. Losses, as the
+paper weighs them: RGBA reconstruction (1), identity (1: the VAE's RGB of the adjusted latent stays the RGB
+it was given) and a PatchGAN discriminator on the decoded RGBA (0.01), trained in alternation.
+Harmlessness, the paper's measure of how little the offset disturbs the latent: the PSNR between the VAE's
+decode of the adjusted latent and of the unadjusted one.
+
+The skeleton (torchrun, schedule, saved state and resume, progress) is common/training; the host side (the
+VAE's posterior and differentiable decode) comes in through `FrozenVAE`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ._common import training
+from .alpha import composite_on_grey, fill_transparent_rgb
+from .discriminator import PatchDiscriminator, hinge_losses
+from .rgba_dataset import RGBAFolder
+from .transparent_codec import CodecLayout
+from .transparent_vae import TransparencyEncoder, TransparentDecoder
+
+distributed, loop = training.distributed, training.loop
+TERMS = ("reconstruction", "identity", "adversarial", "discriminator")
+
+
+class FrozenVAE(Protocol):
+    """The host's VAE as the trainer uses it: weights frozen, latents in the host's LATENT units."""
+
+    device: torch.device
+
+    def posterior(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation [B,C,h,w] of the latent posterior of RGB [B,3,H,W] in [0,1]."""
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """RGB [B,3,H,W] in [0,1], differentiable with respect to `latent`."""
+
+
+@dataclass(frozen=True)
+class CodecTrainConfig:
+    steps: int = 5000
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    seed: int = 0
+    init: str = "none"  # "published": start from the published codec of the latent space
+    reconstruction_weight: float = 1.0
+    identity_weight: float = 1.0
+    discriminator_weight: float = 0.01
+    save_every: int = 250
+
+
+@dataclass
+class Validation:
+    """The codec on held-out images, one pass each (no test-time augmentation)."""
+
+    alpha_error: float  # mean absolute alpha error
+    constant_alpha_error: float  # the same for the best constant guess (the median alpha)
+    harmlessness_psnr: float  # dB, VAE decode of the adjusted latent against the unadjusted one
+    identity_psnr: float  # dB, VAE decode of the adjusted latent against the RGB the VAE was given
+    previews: torch.Tensor  # straight RGBA [N,4,R,R] as decoded
+
+    def metrics(self) -> dict[str, float]:
+        return {"alpha_error": self.alpha_error, "constant_alpha_error": self.constant_alpha_error,
+                "harmlessness_psnr": self.harmlessness_psnr, "identity_psnr": self.identity_psnr}
+
+
+@dataclass
+class CodecReport:
+    run: loop.TrainReport
+    terms: list[dict[str, float]]  # per step: each loss term's global-batch mean
+    offset_scale: float
+    validation: Validation | None = None
+
+    def recent(self, count: int = 50) -> dict[str, float]:
+        """Each loss term's mean over the last `count` steps."""
+        window = self.terms[-count:]
+        return {term: sum(t[term] for t in window) / len(window) for term in TERMS} if window else {}
+
+
+class CodecPair(nn.Module):
+    """Encoder and decoder as one module (one DistributedDataParallel), with the frozen VAE between them."""
+
+    def __init__(self, encoder: TransparencyEncoder, decoder: TransparentDecoder) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, encoder_input: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, offset_scale: float,
+                vae: FrozenVAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decoded RGBA as the decoder gives it: alpha first, the VAE's RGB, the adjusted latent)."""
+        latent = mean + std * self.encoder(encoder_input) * offset_scale
+        rgb = vae.decode(latent)
+        return self.decoder(rgb, latent), rgb, latent
+
+
+def new_codec(layout: CodecLayout, seed: int, initial: tuple[dict, dict] | None = None) -> CodecPair:
+    """The codec to train, the same in every process: seeded, or loaded from (encoder, decoder) state dicts.
+    From scratch, the encoder's last convolution and the decoder's latent input start at zero, as the
+    method has it: the adjusted latent starts as the VAE's own, and the decoder as a plain image decoder."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pair = CodecPair(layout.encoder(), layout.decoder())
+    if initial is not None:
+        pair.encoder.load_state_dict(initial[0], strict=True)
+        pair.decoder.load_state_dict(initial[1], strict=True)
+    else:
+        for conv in (pair.encoder.blocks[-1], pair.decoder.latent_conv_in):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+    return pair
+
+
+def measured_offset_scale(std: torch.Tensor) -> float:
+    """For a codec trained from scratch: one unit of the encoder's output moves the latent by about one latent
+    unit, whatever the VAE's posterior width (1 / the RMS of its std, to 2 significant digits)."""
+    rms = float(std.float().pow(2).mean().sqrt())
+    scale = 1.0 / max(rms, 1e-12)
+    return float(f"{scale:.2g}")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.clamp(0, 1) - b.clamp(0, 1)).pow(2).mean())
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def codec_inputs(rgba: torch.Tensor, layout: CodecLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(RGB the VAE sees: composited on grey, the encoder's input, the decoder's target: alpha, filled RGB)."""
+    rgb, alpha = rgba[:, :3], rgba[:, 3:]
+    filled = fill_transparent_rgb(rgb, alpha)
+    encoder_input = torch.cat([alpha, filled] if layout.alpha_first else [filled, alpha], dim=1)
+    return composite_on_grey(rgb, alpha), encoder_input, torch.cat([alpha, filled], dim=1)
+
+
+def discriminator_view(decoded: torch.Tensor) -> torch.Tensor:
+    """What the discriminator judges: premultiplied RGB and alpha (colour under transparency is no evidence)."""
+    alpha = decoded[:, :1].clamp(0, 1)
+    return torch.cat([decoded[:, 1:4] * alpha, alpha], dim=1)
+
+
+@dataclass
+class _History:
+    """Per-step loss terms, saved with the run's state so a resumed run's plot is whole."""
+
+    terms: list[dict[str, float]] = field(default_factory=list)
+    offset_scale: float = 0.0
+
+    def state_dict(self) -> dict:
+        return {"terms": [[t[name] for name in TERMS] for t in self.terms], "offset_scale": self.offset_scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.terms = [dict(zip(TERMS, values, strict=True)) for values in state["terms"]]
+        self.offset_scale = float(state["offset_scale"])
+
+
+@dataclass
+class CodecFit:
+    """The codec's side of a run: models, optimisers, and what one step computes."""
+
+    vae: FrozenVAE
+    dataset: RGBAFolder
+    config: CodecTrainConfig
+    layout: CodecLayout
+    processes: distributed.Processes
+    pair: CodecPair
+    discriminator: PatchDiscriminator
+    optimizer: torch.optim.Optimizer
+    discriminator_optimizer: torch.optim.Optimizer
+    schedule: training.BatchSchedule
+    history: _History = field(default_factory=_History)
+    model: nn.Module | None = None  # the pair, under DistributedDataParallel when launched by torchrun
+    judge: nn.Module | None = None  # the discriminator likewise
+
+    @classmethod
+    def start(cls, vae: FrozenVAE, dataset: RGBAFolder, config: CodecTrainConfig, layout: CodecLayout,
+              processes: distributed.Processes, initial: tuple[dict, dict] | None = None) -> CodecFit:
+        pair = new_codec(layout, config.seed, initial).to(vae.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 1)
+            discriminator = PatchDiscriminator().to(vae.device)
+        optimizer = torch.optim.AdamW(pair.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        judge_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.9),
+                                            weight_decay=0.0)
+        schedule = training.BatchSchedule(len(dataset), config.batch_size, config.seed)
+        return cls(vae, dataset, config, layout, processes, pair, discriminator, optimizer, judge_optimizer,
+                   schedule, _History(offset_scale=layout.offset_scale))
+
+    def parts(self) -> dict[str, loop.Stateful]:
+        return {"codec": self.pair, "optimizer": self.optimizer, "discriminator": self.discriminator,
+                "discriminator_optimizer": self.discriminator_optimizer, "history": self.history}
+
+    def wrap(self) -> None:
+        """After resume: the modules under DistributedDataParallel when launched."""
+        self.model = distributed.data_parallel(self.pair, self.processes, self.vae.device)
+        self.judge = distributed.data_parallel(self.discriminator, self.processes, self.vae.device)
+
+    def batch(self, step: int) -> torch.Tensor:
+        """This process's part of step `step`'s global batch: straight RGBA [n,4,R,R] on the device."""
+        share = self.schedule.share(step, self.processes.rank, self.processes.world_size)
+        images = [self.dataset.crop(index, self.schedule.generator(step, position)) for position, index in share]
+        return torch.cat(images).to(self.vae.device)
+
+    def step(self, step: int) -> float:
+        """One codec step and one discriminator step on the global batch; returns the codec's weighted loss."""
+        config, rgba = self.config, self.batch(step)
+        vae_rgb, encoder_input, target = codec_inputs(rgba, self.layout)
+        with torch.no_grad():
+            mean, std = self.vae.posterior(vae_rgb)
+        self.model.train()
+        decoded, rgb, _ = self.model(encoder_input, mean, std, self.history.offset_scale, self.vae)
+        per_sample = {
+            "reconstruction": (decoded - target).abs().mean(dim=(1, 2, 3)),
+            "identity": (rgb - vae_rgb).pow(2).mean(dim=(1, 2, 3)),
+            "adversarial": self._adversarial(decoded),
+        }
+        total = (config.reconstruction_weight * per_sample["reconstruction"]
+                 + config.identity_weight * per_sample["identity"]
+                 + config.discriminator_weight * per_sample["adversarial"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self._global_mean(total).backward()
+        self.optimizer.step()
+        per_sample["discriminator"] = self._discriminator_step(discriminator_view(target),
+                                                               discriminator_view(decoded.detach()))
+        sums = torch.stack([per_sample[term].detach().sum() for term in TERMS] + [total.detach().sum()])
+        means = (distributed.sum_over_processes(sums, self.processes) / config.batch_size).tolist()
+        self.history.terms.append(dict(zip(TERMS, means[:-1], strict=True)))
+        return means[-1]
+
+    def _global_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
+        # DistributedDataParallel averages the processes' gradients: scale so the average is the global mean.
+        return per_sample.sum() * (self.processes.world_size / self.config.batch_size)
+
+    def _adversarial(self, decoded: torch.Tensor) -> torch.Tensor:
+        """The generator's hinge term, through the plain discriminator with its weights frozen (the judge's
+        DistributedDataParallel must see gradients only in its own step)."""
+        if self.config.discriminator_weight == 0:
+            return decoded.new_zeros(decoded.shape[0])
+        self.discriminator.requires_grad_(False)
+        try:
+            return -self.discriminator(discriminator_view(decoded)).mean(dim=(1, 2, 3))
+        finally:
+            self.discriminator.requires_grad_(True)
+
+    def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.config.discriminator_weight == 0:
+            return real.new_zeros(real.shape[0])
+        self.judge.train()
+        scores = self.judge(torch.cat([real, fake]))
+        per_sample = hinge_losses(scores[: real.shape[0]], scores[real.shape[0]:])
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        self._global_mean(per_sample).backward()
+        self.discriminator_optimizer.step()
+        return per_sample.detach()
+
+    @torch.no_grad()
+    def validate(self, batch_size: int = 4) -> Validation | None:
+        """The codec on the held-out images (None when the folder had too few to hold any out)."""
+        if not self.dataset.validation:
+            return None
+        self.pair.eval()
+        alphas, predicted, adjusted, plain, given = [], [], [], [], []
+        paths = self.dataset.validation
+        for start in range(0, len(paths), batch_size):
+            rgba = torch.cat([self.dataset.centre(p) for p in paths[start:start + batch_size]]).to(self.vae.device)
+            vae_rgb, encoder_input, _ = codec_inputs(rgba, self.layout)
+            mean, std = self.vae.posterior(vae_rgb)
+            decoded, rgb, _ = self.pair(encoder_input, mean, std, self.history.offset_scale, self.vae)
+            alphas.append(rgba[:, 3:].cpu())
+            predicted.append(decoded.clamp(0, 1).cpu())
+            adjusted.append(rgb.cpu())
+            plain.append(self.vae.decode(mean).cpu())
+            given.append(vae_rgb.cpu())
+        alpha, decoded = torch.cat(alphas), torch.cat(predicted)
+        adjusted_rgb = torch.cat(adjusted)
+        return Validation(
+            alpha_error=float((decoded[:, :1] - alpha).abs().mean()),
+            constant_alpha_error=float((alpha - alpha.median()).abs().mean()),
+            harmlessness_psnr=psnr(adjusted_rgb, torch.cat(plain)),
+            identity_psnr=psnr(adjusted_rgb, torch.cat(given)),
+            previews=torch.cat([decoded[:, 1:4], decoded[:, :1]], dim=1),
+        )
+
+    def choose_offset_scale(self) -> None:
+        """A codec from scratch measures its offset scale on the first global batch (rank 0's, shared)."""
+        if self.config.init == "published":
+            return
+        scale = None
+        if self.processes.is_main:
+            images = [self.dataset.crop(index, self.schedule.generator(0, position))
+                      for position, index in enumerate(self.schedule.images(0))]
+            vae_rgb, _, _ = codec_inputs(torch.cat(images).to(self.vae.device), self.layout)
+            with torch.no_grad():
+                scale = measured_offset_scale(self.vae.posterior(vae_rgb)[1])
+        self.history.offset_scale = distributed.from_main(scale, self.processes)
+
+
+def check_config(config: CodecTrainConfig, processes: distributed.Processes) -> None:
+    loop.check_run(config.steps, config.batch_size, config.save_every, processes)
+    if not 0.0 < config.learning_rate < 1.0:
+        raise ValueError(f"learning rate {config.learning_rate} is out of range (1e-4 from scratch, 1e-5 to fine-tune)")
+    if config.init not in ("none", "published"):
+        raise ValueError(f"init must be 'none' or 'published', got {config.init!r}")
+    weights = (config.reconstruction_weight, config.identity_weight, config.discriminator_weight)
+    if min(weights) < 0:
+        raise ValueError(f"loss weights must not be negative, got {weights}")
