@@ -65,11 +65,13 @@ class Validation:
     constant_alpha_error: float  # the same for the best constant guess (the median alpha)
     harmlessness_psnr: float  # dB, VAE decode of the adjusted latent against the unadjusted one
     identity_psnr: float  # dB, VAE decode of the adjusted latent against the RGB the VAE was given
+    vae_psnr: float  # dB, the VAE's own decode of the unadjusted latent against that RGB: its reconstruction
     previews: torch.Tensor  # straight RGBA [N,4,R,R] as decoded
 
     def metrics(self) -> dict[str, float]:
         return {"alpha_error": self.alpha_error, "constant_alpha_error": self.constant_alpha_error,
-                "harmlessness_psnr": self.harmlessness_psnr, "identity_psnr": self.identity_psnr}
+                "harmlessness_psnr": self.harmlessness_psnr, "identity_psnr": self.identity_psnr,
+                "vae_psnr": self.vae_psnr}
 
 
 @dataclass
@@ -277,12 +279,13 @@ class CodecFit:
             plain.append(self.vae.decode(mean).cpu())
             given.append(vae_rgb.cpu())
         alpha, decoded = torch.cat(alphas), torch.cat(predicted)
-        adjusted_rgb = torch.cat(adjusted)
+        adjusted_rgb, plain_rgb, given_rgb = torch.cat(adjusted), torch.cat(plain), torch.cat(given)
         return Validation(
             alpha_error=float((decoded[:, :1] - alpha).abs().mean()),
             constant_alpha_error=float((alpha - alpha.median()).abs().mean()),
-            harmlessness_psnr=psnr(adjusted_rgb, torch.cat(plain)),
-            identity_psnr=psnr(adjusted_rgb, torch.cat(given)),
+            harmlessness_psnr=psnr(adjusted_rgb, plain_rgb),
+            identity_psnr=psnr(adjusted_rgb, given_rgb),
+            vae_psnr=psnr(plain_rgb, given_rgb),
             previews=torch.cat([decoded[:, 1:4], decoded[:, :1]], dim=1),
         )
 

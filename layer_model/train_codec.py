@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             raise SystemExit(str(err)) from err
         if processes.is_main:
-            print(f"{space.label} VAE ({space.channels} channels at 1/{space.downscale}), {dataset.scan.summary()}, "
-                  f"{len(dataset.validation)} held out -> {command.output}"
+            print(f"{space.describe()}; {dataset.scan.summary()}, {len(dataset.validation)} held out -> "
+                  f"{command.output}"
                   + distributed.sharing_note(processes, config.batch_size))
         with training.command.progress_bar(config.steps, processes) as progress:
             try:
@@ -138,7 +138,7 @@ def _print_summary(report: CodecReport, config: CodecTrainConfig, output: str) -
     if report.validation:
         v = report.validation
         print(f"held out: alpha error {v.alpha_error:.4f} (a constant guess: {v.constant_alpha_error:.4f}), "
-              f"harmlessness {v.harmlessness_psnr:.1f} dB PSNR, identity {v.identity_psnr:.1f} dB")
+              f"harmlessness {v.harmlessness_psnr:.1f} dB PSNR (the VAE's own reconstruction: {v.vae_psnr:.1f} dB)")
     print(f"saved {output}")
 
 

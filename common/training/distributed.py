@@ -135,6 +135,12 @@ def sum_over_processes(value: torch.Tensor, processes: Processes) -> torch.Tenso
     return value
 
 
+def wait_for_all(processes: Processes) -> None:
+    """Every process of the run reaches this point before any goes on (nothing without torchrun)."""
+    if processes.launched:
+        dist.barrier()
+
+
 def from_main(value, processes: Processes):
     """Rank 0's `value` in every process (any picklable object): only rank 0 reads files."""
     if not processes.launched:

@@ -104,6 +104,9 @@ class Loop:
             if self.processes.is_main:
                 parts = {name: part.state_dict() for name, part in self.parts.items()}
                 state.save(self.state_path, self.fingerprint, index + 1, self.report.losses, parts)
+            # The others wait for rank 0's save: a process failing in the next step, which makes torchrun stop
+            # rank 0, cannot cut this save short and cost the run the steps it holds.
+            distributed.wait_for_all(self.processes)
             self.report.saved_at = index + 1
 
     def _stop_message(self, err: Exception) -> str:

@@ -18,6 +18,8 @@ BENCH = hostenv.REPO / "bench"
 NUMBER = r"\d+\.\d\d"
 # script -> (its smallest settings, a line that carries a measured ratio, how many such lines it prints)
 SMALLEST = {
+    "codec_training.py": (["--sizes", "64", "--steps", "2", "--vaes", "wan21", "--decoder-width", "0.125"],
+                          rf"^Qwen-Image \(Wan 2\.1 VAE\) +64 +{NUMBER} +-?\d+ +{NUMBER}$", 1),
     "combinations.py": (["--smoke", "--size", "64", "--steps", "2", "--repeats", "1"],
                         rf"^\S.{{21}} +{NUMBER} +{NUMBER}", 9),  # each graph against plain
     "decode.py": (["--sizes", "64", "--augmentations", "1", "--repeats", "1", "--precisions", "fp32"],
