@@ -9,22 +9,33 @@ import logging
 import os
 from collections.abc import Callable
 
+import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
 
-from . import weights
+from . import trained_codec, weights
 from ._common import families
 from ._common import host as common_host
+from .codec_choice import (
+    FAMILY_OF_SPACE,
+    PUBLISHED,
+    Codec,
+    check_latent_frames,
+    check_published_latent,
+    choose_codec,
+    latent_candidates,
+)
 from .decode_precision import CodecSetup, DeviceTraits, apply_setup, codec_setup, cpu_has_native_bf16
 from .host_vae import HostVAE, candidate_spaces, place_vae
-from .latent_spaces import FLUX, SD15, SDXL, LatentSpace
+from .latent_spaces import SPACES, LatentSpace
 from .pickled_codec import convert_pickled_codec
 from .transparent_codec import (
     CODECS,
     CodecLayout,
+    check_latent_matches_image,
     decode_rgba,
     encode_offset,
     encoder_inputs,
@@ -33,7 +44,6 @@ from .transparent_codec import (
 )
 
 BASE_CHOICES = families.FAMILIES  # LayerDiffusion has weights for each family the pack knows
-SPACE_OF_FAMILY = {families.SD15: SD15, families.SDXL: SDXL, families.FLUX: FLUX}
 
 
 def register_model_folder() -> None:
@@ -52,28 +62,6 @@ def base_from_model(model) -> str:
         "(FLUX.2, SD3 and others use another latent space). Load an SD1.5, SDXL or FLUX.1 model."))
 
 
-def resolve_base(sd_version: str, model=None, latent_channels: int | None = None, check: bool = True) -> str:
-    """The base whose transparent VAE to use: as chosen, or for 'auto' from the MODEL or a FLUX-sized latent.
-
-    `latent_channels` (of the LATENT to decode, or of the VAE to encode with) is checked against the base
-    before any weight is loaded, unless `check` is off.
-    """
-    if sd_version != families.AUTO:
-        if sd_version not in BASE_CHOICES:
-            raise ValueError(f"sd_version must be one of {(families.AUTO,) + BASE_CHOICES}, got {sd_version!r}")
-        base = sd_version
-    elif model is not None:
-        base = base_from_model(model)
-    elif latent_channels == CODECS[weights.FLUX].latent_channels:
-        base = weights.FLUX
-    else:
-        raise ValueError("sd_version is 'auto' but no MODEL is connected: connect the MODEL input, "
-                         "or choose SDXL, SD1.5 or FLUX.")
-    if check and latent_channels is not None:
-        check_latent_channels(latent_channels, base)
-    return base
-
-
 def check_latent_channels(channels: int, base: str) -> None:
     """Refuse a latent of another family before any weight is loaded."""
     expected = CODECS[base].latent_channels
@@ -82,6 +70,128 @@ def check_latent_channels(channels: int, base: str) -> None:
         raise ValueError(f"The latent has {channels} channels ({family} latent), but {base} latents have "
                          f"{expected}. Set sd_version to the model that made the latent, or 'auto' with its MODEL "
                          "connected.")
+
+
+# --- Which codec: the published one of a family, or a trained file in the layer_model folders ----------------
+
+_infos: dict[str, tuple[int, int, trained_codec.CodecInfo | None]] = {}  # path -> (mtime, size, its description)
+
+
+def _codec_info(path: str) -> trained_codec.CodecInfo | None:
+    """The file's codec description (None: none, or unreadable), read once per version of the file: the list is
+    asked for at every editor refresh, and a header read is cheap but not free for large published files."""
+    stat = os.stat(path)
+    cached = _infos.get(path)
+    if cached is None or cached[:2] != (stat.st_mtime_ns, stat.st_size):
+        try:
+            info = trained_codec.read_info(path)
+        except Exception as err:  # a damaged or foreign file is not a codec to offer; say why once per version
+            logging.warning("Layer Diffuse: %s is not listed as a codec: %s", path, err)
+            info = None
+        cached = _infos[path] = (stat.st_mtime_ns, stat.st_size, info)
+    return cached[2]
+
+
+def trained_codec_names() -> list[str]:
+    """The trained codec files in the layer_model folders (those whose header describes a codec), as the host
+    lists them; published weights and other files are left out."""
+    names = []
+    for name in folder_paths.get_filename_list(weights.FOLDER_NAME):
+        path = folder_paths.get_full_path(weights.FOLDER_NAME, name)
+        if path is not None and _codec_info(path) is not None:
+            names.append(name)
+    return names
+
+
+def codec_choices() -> list[str]:
+    """The codec combo: 'published' first (the default), then the trained files."""
+    return [PUBLISHED, *trained_codec_names()]
+
+
+def trained_codec_named(name: str) -> Codec:
+    """The trained codec `name` (as listed by `trained_codec_names`), described from its header."""
+    path = folder_paths.get_full_path(weights.FOLDER_NAME, name)
+    if path is None:
+        raise ValueError(f"The codec file {name} is not in the layer_model folders ({', '.join(layer_model_folders())})"
+                         ". Choose a file the codec list offers (refresh the editor after adding one), or 'published'.")
+    info = _codec_info(path)
+    if info is None:
+        raise ValueError(f"{name} is not a trained transparency codec (its header has no codec description): choose "
+                         "a file saved by Layer Diffuse Train Transparent VAE, or 'published'.")
+    return Codec.trained(name, path, info)
+
+
+def _chosen(codec: str) -> Codec | None:
+    return None if codec == PUBLISHED else trained_codec_named(codec)
+
+
+# The host's latent format classes of the spaces a codec exists or can be trained for, matched exactly: Flux
+# subclasses SD3 and Wan22 (48 channels at 1/16) subclasses Wan21, yet each is another space.
+_SPACE_OF_FORMAT = {getattr(comfy.latent_formats, name): space for name, space in SPACES.items()}
+
+
+def model_space(model) -> LatentSpace:
+    """The latent space the MODEL samples in, from its latent format (Z-Image: Flux; Qwen-Image: Wan21)."""
+    latent_format = type(model.model.latent_format)
+    space = _SPACE_OF_FORMAT.get(latent_format)
+    if space is None:
+        raise ValueError(f"The connected MODEL ({_model_name(model)}) samples {latent_format.__name__} latents; "
+                         "transparency codecs exist or can be trained only for "
+                         f"{', '.join(s.label for s in SPACES.values())} latents. Connect one of those models.")
+    return space
+
+
+def _model_name(model) -> str:
+    return type(model.model.model_config).__name__
+
+
+def _model_in_use(model, trained: Codec | None, sd_version: str) -> tuple[LatentSpace | None, str]:
+    """(the MODEL's latent space, its config class name) where the choice reads the MODEL: for a trained codec
+    and for 'auto'. A published codec chosen by sd_version ignores the MODEL, as it always has (a model of a
+    format the pack does not know, sampling in the chosen family's space, keeps working)."""
+    if model is None or (trained is None and sd_version != families.AUTO):
+        return None, ""
+    return model_space(model), _model_name(model)
+
+
+def decode_codec(codec: str, sd_version: str, model, latent: torch.Tensor, rgb: torch.Tensor) -> Codec:
+    """The codec that decodes `latent` (the LATENT's samples) and its VAE-decoded RGB [B,3,H,W], with every check
+    that can be made before a weight loads: the codec against the MODEL, sd_version and the latent's shape, the
+    latent against the image."""
+    check_latent_frames(latent.shape)
+    trained = _chosen(codec)
+    space, name = _model_in_use(model, trained, sd_version)
+    chosen = choose_codec(trained, sd_version, space, name, lambda: latent_candidates(latent.shape), latent.shape)
+    if chosen.base:
+        check_latent_channels(latent.shape[1], chosen.base)
+        check_published_latent(chosen, latent.shape)
+    check_latent_matches_image(rgb, _image_latent(latent), chosen.layout.downscale)
+    return chosen
+
+
+def encode_codec(codec: str, sd_version: str, model, vae) -> Codec:
+    """The codec that encodes for `vae`, checked against the MODEL, sd_version and the VAE before a weight loads."""
+    trained = _chosen(codec)
+    space, name = _model_in_use(model, trained, sd_version)
+    # A trained codec needs a VAE of its space (other VAEs are refused naming the spaces); the published choice
+    # reads the VAE only for 'auto' without a MODEL, and check_vae then says what it needs.
+    data = (lambda: candidate_spaces(vae)) if trained is not None else (lambda: _spaces_or_none(vae))
+    chosen = choose_codec(trained, sd_version, space, name, data)
+    if chosen.base:
+        check_vae(vae, chosen.base)
+    return chosen
+
+
+def _spaces_or_none(vae) -> tuple[LatentSpace, ...]:
+    try:
+        return candidate_spaces(vae)
+    except ValueError:
+        return ()
+
+
+def _image_latent(latent: torch.Tensor) -> torch.Tensor:
+    """[B,C,h,w]: a one-frame latent of a video VAE (Qwen-Image's) without its frame axis."""
+    return latent[:, :, 0] if latent.ndim == 5 else latent
 
 
 def download_progress() -> Callable[[int, int | None], None]:
@@ -134,53 +244,67 @@ def _bf16_native(device: torch.device) -> bool:
     return True
 
 
-def load_codec(kind: str, base: str, setup: CodecSetup | None = None) -> comfy.model_patcher.ModelPatcher:
-    """The transparent decoder or encoder for `base`, wrapped for host model management.
+def load_codec(kind: str, codec: Codec | str, setup: CodecSetup | None = None) -> comfy.model_patcher.ModelPatcher:
+    """The transparent decoder or encoder of `codec` (a published base such as "SD1.5", or a `Codec`), wrapped for
+    host model management.
 
-    Downloads the file if it is missing. The host moves the module between devices (call
+    Downloads a missing published file. The host moves the module between devices (call
     `mm.load_models_gpu([patcher])` before use). Its number format and layout follow `setup`
-    (`decode_precision.codec_setup`); by default, `auto` on the load device.
+    (`decode_precision.codec_setup`); by default, `auto` on the load device. One copy per file and kind is kept.
     """
+    codec = Codec.published(codec) if isinstance(codec, str) else codec
     load_device = mm.get_torch_device()
     setup = setup or codec_setup(families.AUTO, device_traits(load_device))
-    weight, prefix = weights.codec_file(base, kind)
-    path = ensure_weight(weight)
+    weight, prefix = weights.codec_file(codec.base, kind) if codec.base else (None, "")
+    path = ensure_weight(weight) if weight is not None else codec.path
     stat = os.stat(path)
     key = (path, kind, stat.st_mtime_ns, stat.st_size, setup)
     if key not in _loaded:
         for old in [k for k in _loaded if k[:2] == (path, kind)]:
             del _loaded[old]  # one copy per file in memory: the file changed, or another set-up was asked for
-        module = apply_setup(_build(kind, base, weight, path, prefix), setup)
+        module = apply_setup(_build(kind, codec, weight, path, prefix), setup)
         _loaded[key] = comfy.model_patcher.ModelPatcher(
             module, load_device=load_device, offload_device=mm.vae_offload_device()
         )
     return _loaded[key]
 
 
-def _build(kind: str, base: str, weight: weights.WeightFile, path: str, prefix: str) -> torch.nn.Module:
-    layout = CODECS[base]
-    module = layout.decoder() if kind == "decoder" else layout.encoder()
-    state = weights.load_state_dict(path)
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    load_strict(module, state, path, weight)
+def _build(kind: str, codec: Codec, weight: weights.WeightFile | None, path: str, prefix: str) -> torch.nn.Module:
+    module = codec.layout.decoder() if kind == "decoder" else codec.layout.encoder()
+    if weight is None:  # a trained file: its header described the layout just built
+        state = trained_codec.load_part(path, kind)
+        problem = _state_problem(module, state)
+        if problem:
+            raise weights.WeightFileError(f"{path} does not hold the {kind} its header describes ({problem}). The "
+                                          "file is damaged or was changed after training: train the codec again.")
+        module.load_state_dict(state, strict=True)
+    else:
+        state = weights.load_state_dict(path)
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        load_strict(module, state, path, weight)
     return module.eval().requires_grad_(False)
+
+
+def _state_problem(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps `state` from loading into `module` key for key and shape for shape, or None."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if not (missing or unexpected or wrong_shape):
+        return None
+    return (f"{len(missing)} tensors missing, {len(unexpected)} unexpected, {len(wrong_shape)} of the wrong shape; "
+            f"e.g. {(missing + unexpected + wrong_shape)[:3]}")
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str,
                 weight: weights.WeightFile) -> None:
     """Load a published file into `module`, key for key and shape for shape, or say what is wrong."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise weights.WeightFileError(
-            f"{path} does not hold {weight.description} ({len(missing)} tensors missing, "
-            f"{len(unexpected)} unexpected, {len(wrong_shape)} of the wrong shape; e.g. "
-            f"{(missing + unexpected + wrong_shape)[:3]}). Expected the published {weight.name}; "
-            "replace the file with that one."
-        )
+    problem = _state_problem(module, state)
+    if problem:
+        raise weights.WeightFileError(f"{path} does not hold {weight.description} ({problem}). Expected the "
+                                      f"published {weight.name}; replace the file with that one.")
     module.load_state_dict(state, strict=True)
 
 
@@ -230,7 +354,8 @@ def check_vae(vae, base: str) -> None:
 
 
 def crop_for_vae(vae, rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGB [B,H,W,3] and alpha [B,H,W,1] cropped as the host crops pixels for this VAE (sides to multiples of 8).
+    """RGB [B,H,W,3] and alpha [B,H,W,1] cropped as the host crops pixels for this VAE (sides to multiples of its
+    downscale: 8, FLUX.2's 16).
 
     Each goes through the host on its own: since ComfyUI 0.30 `vae_encode_crop_pixels` also cuts the
     channels down to the VAE's three, which would drop an alpha channel sent along with the RGB.
@@ -253,16 +378,19 @@ def vae_posterior(vae, pixels: torch.Tensor, sub_batch_size: int = 4,
     return torch.cat([mean for mean, _ in parts]).to(device), torch.cat([std for _, std in parts]).to(device)
 
 
-def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmentations: int, sub_batch_size: int,
-                      precision: str = families.AUTO, traits: DeviceTraits | None = None) -> torch.Tensor:
-    """RGBA [B,4,H,W] from latents and their VAE-decoded RGB [B,3,H,W], run the host's way.
+def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, codec: Codec | str, augmentations: int,
+                      sub_batch_size: int, precision: str = families.AUTO,
+                      traits: DeviceTraits | None = None) -> torch.Tensor:
+    """RGBA [B,4,H,W] from latents (the LATENT's samples; a one-frame 5-D latent too) and their VAE-decoded RGB
+    [B,3,H,W] with `codec` (a published base such as "SD1.5", or a `Codec`), run the host's way.
 
     The decoder is loaded through model management with room for its activations, shows a host
     progress bar, and on running out of memory retries with fewer passes at once, as VAE Decode does.
     `traits` makes the set-up choices of another kind of device (tests run the GPU path on a CPU).
     """
     setup = codec_setup(precision, traits or device_traits(mm.get_torch_device()))
-    patcher = load_codec("decoder", base, setup)
+    patcher = load_codec("decoder", codec, setup)
+    latent = _image_latent(latent)
     height, width = rgb.shape[-2:]
     passes = min(sub_batch_size, rgb.shape[0] * augmentations)
     while True:
@@ -279,18 +407,23 @@ def decode_rgba_batch(latent: torch.Tensor, rgb: torch.Tensor, base: str, augmen
             mm.soft_empty_cache()
 
 
-def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, base: str) -> torch.Tensor:
-    """The transparent latent for straight RGB [B,3,H,W] and alpha [B,1,H,W] (sides multiples of 8)."""
-    check_vae(vae, base)
-    layout = CODECS[base]
-    vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float(), layout)
-    offset = encode_offset(prepare(load_codec("encoder", base)), encoder_input)
-    mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1), space=place_vae(vae, SPACE_OF_FAMILY[base].name))
-    return offset_latent(mean, std, offset, layout.offset_scale)
+def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, codec: Codec | str) -> torch.Tensor:
+    """The transparent latent for straight RGB [B,3,H,W] and alpha [B,1,H,W] (sides multiples of the VAE's
+    downscale) with `codec` (a published base such as "SD1.5", or a `Codec`), shaped as VAE Encode's samples
+    (Qwen-Image's: [B,C,1,h,w]). The offset is in posterior std units times the codec's offset scale."""
+    codec = Codec.published(codec) if isinstance(codec, str) else codec
+    if codec.base:
+        check_vae(vae, codec.base)
+    vae_rgb, encoder_input = encoder_inputs(rgb.float(), alpha.float(), codec.layout)
+    offset = encode_offset(prepare(load_codec("encoder", codec)), encoder_input)
+    space = place_vae(vae, codec.space.name)
+    mean, std = vae_posterior(vae, vae_rgb.movedim(1, -1), space=space)
+    latent = offset_latent(mean, std, offset, codec.layout.offset_scale)
+    return latent.unsqueeze(2) if space.frames else latent
 
 
 # The latent spaces (the host's latent format names) that have a published codec to fine-tune from.
-PUBLISHED_CODEC_OF_SPACE = {"SD15": families.SD15, "SDXL": families.SDXL, "Flux": families.FLUX}
+PUBLISHED_CODEC_OF_SPACE = FAMILY_OF_SPACE
 
 
 def codec_start(space_name: str, space_label: str, channels: int, downscale: int, init: str,

@@ -1,4 +1,5 @@
-"""Nodes for transparent images: RGBA decode (single and multi-layer batches) and RGBA encode (SD1.5, SDXL, FLUX)."""
+"""Nodes for transparent images: RGBA decode (single and multi-layer batches) and RGBA encode, with the published
+codecs (SD1.5, SDXL, FLUX.1) or a trained one (any latent space the trainer supports)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,36 @@ from ..common import families
 from ..common import host as common_host
 from ..layer_model import host
 from ..layer_model.alpha import preview_on_checkerboard
+from ..layer_model.codec_choice import PUBLISHED
 from ..layer_model.decode_precision import PRECISIONS
-from ..layer_model.transparent_codec import AUGMENTATIONS, check_latent_matches_image
+from ..layer_model.transparent_codec import AUGMENTATIONS
 
 CATEGORY = "layer_diffuse"
 
 SD_VERSION = (
     [families.AUTO, *host.BASE_CHOICES],
     {"default": families.AUTO,
-     "tooltip": "Which transparent VAE to use. 'auto' reads it from the MODEL input, or picks FLUX for a "
-                "16-channel latent; SD1.5 and SDXL latents look alike, so connect the MODEL for those or pick "
-                "the base your checkpoint belongs to."},
+     "tooltip": "Which model family's latents these are. 'auto' reads it from the MODEL input (SD1.5, SDXL, "
+                "FLUX.1, SD3, FLUX.2 or Qwen-Image), or picks FLUX for a 16-channel latent; SD1.5 and SDXL latents "
+                "look alike, so connect the MODEL for those or pick the base your checkpoint belongs to. With a "
+                "trained codec a connected MODEL names the latent space; without one, a family chosen here is "
+                "checked against the codec's."},
 )
-MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made the latent, so sd_version 'auto' can tell "
-                                   "SD1.5, SDXL and FLUX apart."})
+MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made the latent, so 'auto' can tell its latent space "
+                                   "(SD1.5, SDXL, FLUX.1, SD3, FLUX.2, Qwen-Image) and a trained codec is checked "
+                                   "against it."})
+
+
+def codec_input() -> tuple:
+    """The codec combo, listed afresh at each editor refresh: 'published' and the trained codec files."""
+    return (host.codec_choices(), {
+        "default": PUBLISHED,
+        "tooltip": "Which transparency codec decodes/encodes. 'published': LayerDiffusion's file for SD1.5, SDXL "
+                   "or FLUX.1 (downloaded when missing). Or a codec trained with Layer Diffuse Train Transparent "
+                   "VAE (models/layer_model): the only way for SD3, FLUX.2 and Qwen-Image; it must have been trained "
+                   "for the latents in use, or it is refused."})
+
+
 AUGMENTATION_CHOICES = [str(n) for n in sorted(AUGMENTATIONS, reverse=True)]
 DECODE_OPTIONS = {
     "augmentations": (AUGMENTATION_CHOICES, {
@@ -78,14 +95,14 @@ class LayerDiffuseDecode:
                 "sd_version": SD_VERSION,
                 **DECODE_OPTIONS,
             },
-            "optional": {"model": MODEL_HINT, "precision": PRECISION},
+            "optional": {"model": MODEL_HINT, "precision": PRECISION, "codec": codec_input()},
         }
 
-    def decode(self, samples, images, sd_version, augmentations, sub_batch_size, model=None, precision="auto"):
+    def decode(self, samples, images, sd_version, augmentations, sub_batch_size, model=None, precision="auto",
+               codec=PUBLISHED):
         rgb, latent = _to_bchw(images[..., :3]).float(), samples["samples"]
-        base = host.resolve_base(sd_version, model, latent.shape[1])
-        check_latent_matches_image(rgb, latent)  # before any weight is loaded or downloaded
-        rgba = host.decode_rgba_batch(latent, rgb, base, int(augmentations), sub_batch_size, precision)
+        chosen = host.decode_codec(codec, sd_version, model, latent, rgb)  # refusals before any weight loads
+        rgba = host.decode_rgba_batch(latent, rgb, chosen, int(augmentations), sub_batch_size, precision)
         return _outputs(rgba)
 
 
@@ -115,21 +132,20 @@ class LayerDiffuseDecodeSplit:
                 "sd_version": SD_VERSION,
                 **DECODE_OPTIONS,
             },
-            "optional": {"model": MODEL_HINT, "precision": PRECISION},
+            "optional": {"model": MODEL_HINT, "precision": PRECISION, "codec": codec_input()},
         }
 
     def decode(self, samples, images, layers, sd_version, augmentations, sub_batch_size, model=None,
-               precision="auto"):
+               precision="auto", codec=PUBLISHED):
         rgb, latent = _to_bchw(images[..., :3]).float(), samples["samples"]
-        base = host.resolve_base(sd_version, model, latent.shape[1])
-        check_latent_matches_image(rgb, latent)
+        chosen = host.decode_codec(codec, sd_version, model, latent, rgb)
         if latent.shape[0] % layers:
             raise ValueError(
                 f"The batch holds {latent.shape[0]} images, which is not a multiple of {layers} layers per sample. "
                 f"Set 'layers' to the number of layers the model generated per sample, or the batch size to a "
                 f"multiple of {layers}."
             )
-        rgba = host.decode_rgba_batch(latent[0::layers], rgb[0::layers], base, int(augmentations), sub_batch_size,
+        rgba = host.decode_rgba_batch(latent[0::layers], rgb[0::layers], chosen, int(augmentations), sub_batch_size,
                                       precision)
         first, mask, preview = _outputs(rgba)
         second = images[1::layers]
@@ -151,22 +167,23 @@ class LayerDiffuseEncode:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "An RGBA image (4 channels), or an RGB image with the mask input."}),
-                "vae": ("VAE", {"tooltip": "The model's VAE (SD1.5 or SDXL checkpoint, or FLUX's ae.safetensors)."}),
+                "vae": ("VAE", {"tooltip": "The model's VAE (SD1.5 or SDXL checkpoint, FLUX's ae.safetensors, or the "
+                                           "VAE a trained codec was trained with)."}),
                 "sd_version": SD_VERSION,
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Transparency for an RGB image, as Load Image gives it: 1 where "
                                              "transparent. Overrides the image's own alpha."}),
                 "model": MODEL_HINT,
+                "codec": codec_input(),
             },
         }
 
-    def encode(self, image, vae, sd_version, mask=None, model=None):
-        base = host.resolve_base(sd_version, model, getattr(vae, "latent_channels", None), check=False)
-        host.check_vae(vae, base)
+    def encode(self, image, vae, sd_version, mask=None, model=None, codec=PUBLISHED):
+        chosen = host.encode_codec(codec, sd_version, model, vae)
         rgb, alpha = host.crop_for_vae(vae, *split_alpha(image, mask))
         rgb, alpha = _to_bchw(rgb), _to_bchw(alpha)
-        return ({"samples": host.encode_rgba(vae, rgb, alpha, base)},)
+        return ({"samples": host.encode_rgba(vae, rgb, alpha, chosen)},)
 
 
 def split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

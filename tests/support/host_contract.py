@@ -61,7 +61,7 @@ def module(name: str, where: str) -> Use:
 CONTRACT: tuple[Use, ...] = (
     # Modules the pack imports.
     module("comfy.cli_args", "common/host_path.py"),
-    module("comfy.latent_formats", CH),
+    module("comfy.latent_formats", f"{CH}, {LH}"),
     module("comfy.ldm.models.autoencoder", HV),
     module("comfy.ldm.modules.diffusionmodules.model", HV),
     module("comfy.ldm.wan.vae", HV),
@@ -72,7 +72,7 @@ CONTRACT: tuple[Use, ...] = (
     module("comfy.ops", LP),
     module("comfy.patcher_extension", f"{LP}, {SH}"),
     module("comfy.samplers", SH),
-    module("comfy.sd", SH),
+    module("comfy.sd", f"{SH}, {HV}"),
     module("comfy.utils", f"{LH}, {LP}, {CH}"),
     module("comfy.weight_adapter", LP),
     module("folder_paths", f"{LH}, {SH}, {CH}"),
@@ -111,11 +111,11 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{SD15}.load_device", where=LH),
     Use(f"{SD15}.size", where=LP),
     # comfy.model_base: what the pack reads off MODEL.model
-    Use(f"{SD15}.model.latent_format", where=CH, is_a="comfy.latent_formats.SD15"),
-    Use(f"{SDXL}.model.latent_format", where=CH, is_a="comfy.latent_formats.SDXL"),
+    Use(f"{SD15}.model.latent_format", where=f"{CH}, {LH}", is_a="comfy.latent_formats.SD15"),
+    Use(f"{SDXL}.model.latent_format", where=f"{CH}, {LH}", is_a="comfy.latent_formats.SDXL"),
     Use(f"{SD15}.model.latent_format.process_in", "(latent)", f"{LP}, {SH}"),
     Use(f"{SD15}.model.latent_format.process_out", "(latent)", SH),
-    Use(f"{SD15}.model.model_config", where=CH),
+    Use(f"{SD15}.model.model_config", where=f"{CH}, {LH}"),
     Use(f"{SD15}.model.get_dtype", "()", LP),
     Use(f"{SD15}.model.manual_cast_dtype", where=LP),
     Use(f"{SD15}.model.state_dict", "()", LP),
@@ -178,6 +178,8 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.sd.load_checkpoint_guess_config", "(path, output_vae=, output_clip=, embedding_directory=)", SH),
     Use("comfy.sd.CLIP.tokenize", "(caption)", SH),
     Use("comfy.sd.CLIP.encode_from_tokens_scheduled", "(tokens)", SH),
+    Use("comfy.sd.VAE", "(sd=, metadata=)", HV),  # a VAE file loaded as Load VAE loads it (the trainer's --vae)
+    Use("comfy.utils.load_torch_file", "(path, return_metadata=)", HV),
     Use("comfy.sd.VAE.vae_encode_crop_pixels", "(pixels)", LH),
     Use("comfy.sd.VAE.encode", "(pixels)", SH),
     Use(f"{VAE}.first_stage_model.encoder", where=f"{LH}, {HV}"),
@@ -212,9 +214,13 @@ CONTRACT: tuple[Use, ...] = (
         mentions=("quant_conv", "regularization", "ps", "bn", "running_mean", "running_var", "bn_eps")),
     Use("comfy.ldm.modules.distributions.distributions.DiagonalGaussianDistribution.__init__", where=HV,
         mentions=("chunk", "clamp")),  # (mean, log-variance) halves; LOG_VAR_RANGE
-    Use("comfy.latent_formats.SD15", where=CH),
-    Use("comfy.latent_formats.SDXL", where=CH),
-    Use("comfy.latent_formats.Flux", where=CH),
+    Use("comfy.latent_formats.SD15", where=f"{CH}, {LH}"),
+    Use("comfy.latent_formats.SDXL", where=f"{CH}, {LH}"),
+    Use("comfy.latent_formats.Flux", where=f"{CH}, {LH}"),
+    # The other latent spaces a trained codec can be for, by their format class (layer_model/latent_spaces.py)
+    Use("comfy.latent_formats.SD3", where=LH),
+    Use("comfy.latent_formats.Flux2", where=LH),
+    Use("comfy.latent_formats.Wan21", where=LH),
     # comfy.utils
     Use("comfy.utils.ProgressBar", "(total)", f"{LH}, {CH}"),
     Use("comfy.utils.ProgressBar.update_absolute", "(done, total)", f"{LH}, nodes/sketch.py"),
@@ -228,7 +234,8 @@ CONTRACT: tuple[Use, ...] = (
     Use("folder_paths.add_model_folder_path", "(folder_name, path)", CH),
     Use("folder_paths.get_folder_paths", "(folder_name)", f"{LH}, {SH}"),
     Use("folder_paths.get_full_path_or_raise", "(folder_name, name)", SH),
-    Use("folder_paths.get_filename_list", "(folder_name)", SH),
+    Use("folder_paths.get_filename_list", "(folder_name)", f"{SH}, {LH}"),
+    Use("folder_paths.get_full_path", "(folder_name, name)", LH),  # None where missing: the pack's own message
     Use("folder_paths.get_save_image_path", "(prefix, output_dir, width, height)", CH),
     Use("folder_paths.get_output_directory", "()", CH),
     Use("folder_paths.get_input_directory", "()", CH),
