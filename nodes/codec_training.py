@@ -15,7 +15,7 @@ from ..layer_model.latent_spaces import LATENT_FORMAT_CHOICES
 from ..layer_model.rgba_dataset import RGBAFolder
 from ..layer_model.train_codec import train_codec
 
-CATEGORY = "layer_diffuse/training"
+CATEGORY = "layer_diffuse"  # with the other Layer Diffuse nodes (the edge-predictor trainer sits with sketch guidance)
 LATENT_FORMATS = list(LATENT_FORMAT_CHOICES)
 
 
