@@ -12,6 +12,7 @@ import logging
 import os
 from functools import partial
 
+import comfy.ldm.modules.attention as host_attention
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -185,8 +186,11 @@ def _guided_apply_model(state: GuidanceState, unet: torch.nn.Module, predictor: 
         t, c_concat, c_crossattn = (_normal_copy(v) for v in (t, c_concat, c_crossattn))
         kwargs = {k: _normal_copy(v) for k, v in kwargs.items()}
         skips = [block[-1] for block in unet.input_blocks] if control is not None else []
+        options = transformer_options
+        if "optimized_attention_override" not in options:  # another pack's choice of attention stays
+            options = {**options, "optimized_attention_override": _differentiable_attention}
         with capture(unet, layers, tuple(x.shape[-2:]), rows) as captured, snapshots_of_outputs(skips):
-            denoised = executor(x_grad, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+            denoised = executor(x_grad, t, c_concat, c_crossattn, control, options, **kwargs)
         noise = noise_level(x_grad[rows], denoised[rows], t[rows]).detach()
         predicted = predictor.model(captured.features(), noise)
         loss = edge_loss(predicted, _target_for(state, target, samples, chunk, predicted))
@@ -194,6 +198,15 @@ def _guided_apply_model(state: GuidanceState, unet: torch.nn.Module, predictor: 
     state.add_gradient(sigma, samples, grad[rows].detach(), chunk)
     state.losses.append(float(loss.mean()))
     return denoised.detach()
+
+
+def _differentiable_attention(func, *args, **kwargs):
+    """The host's attention for the guided pass, which takes a gradient through it: its sub-quadratic attention
+    (chosen on CPUs and when memory is short) exponentiates in place, which autograd refuses, so PyTorch's
+    attention runs instead there."""
+    if getattr(func, "__name__", "") == "attention_sub_quad":
+        return host_attention.attention_pytorch(*args, **kwargs)
+    return func(*args, **kwargs)
 
 
 def _normal_copy(value):

@@ -252,3 +252,17 @@ def test_guidance_on_an_sdxl_shaped_unet(fixture_cache):
     with pytest.raises(PredictorFileError, match=r"trained for SDXL models, but the connected MODEL is SD1\.5"), \
             torch.inference_mode():
         Apply().apply(random_model("SD15", NARROW_SD15_UNET), vae, predictor, sketches.drawn_sketch(5), 1.6, 0.5)
+
+
+def test_the_guided_pass_takes_its_gradient_through_attention_the_host_computes_in_place():
+    """The host's sub-quadratic attention (CPUs, short memory: large batches) exponentiates in place when it
+    works in chunks, which autograd refuses; the guided pass runs PyTorch's attention there instead."""
+    import comfy.ldm.modules.attention as host_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 16, 32, generator=generator) for _ in range(3))
+    q.requires_grad_(True)
+    routed = sketch_host._differentiable_attention(host_attention.attention_sub_quad.__wrapped__, q, k, v, 4)
+    assert torch.equal(routed, host_attention.attention_pytorch(q, k, v, 4)), "PyTorch's attention ran"
+    routed.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()

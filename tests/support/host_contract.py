@@ -65,7 +65,12 @@ CONTRACT: tuple[Use, ...] = (
     module("comfy.ldm.models.autoencoder", HV),
     module("comfy.ldm.modules.diffusionmodules.model", HV),
     module("comfy.ldm.wan.vae", HV),
-    module("comfy.ldm.modules.attention", LP),
+    module("comfy.ldm.modules.attention", f"{LP}, {SH}"),
+    # The guided pass swaps the host's sub-quadratic attention (in-place exp) for PyTorch's, through the
+    # attention override the host's attention functions look up in transformer_options.
+    Use("comfy.ldm.modules.attention.attention_pytorch", "(q, k, v, heads, mask=, attn_precision=, skip_reshape=, "
+        "skip_output_reshape=)", SH),
+    Use("comfy.ldm.modules.attention.wrap_attn", where=SH, mentions=("optimized_attention_override",)),
     module("comfy.lora", LP),
     module("comfy.model_management", f"{LH}, {LP}, {SH}, {CH}, {HV}"),
     module("comfy.model_patcher", f"{LH}, {LP}, {SH}"),
