@@ -22,10 +22,9 @@ import torch
 from torch import nn
 
 from ._common import training
-from .alpha import composite_on_grey, fill_transparent_rgb
 from .discriminator import PatchDiscriminator, hinge_losses
 from .rgba_dataset import RGBAFolder
-from .transparent_codec import CodecLayout
+from .transparent_codec import CodecLayout, encoder_inputs
 from .transparent_vae import TransparencyEncoder, TransparentDecoder
 
 distributed, loop = training.distributed, training.loop
@@ -133,11 +132,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def codec_inputs(rgba: torch.Tensor, layout: CodecLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(RGB the VAE sees: composited on grey, the encoder's input, the decoder's target: alpha, filled RGB)."""
-    rgb, alpha = rgba[:, :3], rgba[:, 3:]
-    filled = fill_transparent_rgb(rgb, alpha)
-    encoder_input = torch.cat([alpha, filled] if layout.alpha_first else [filled, alpha], dim=1)
-    return composite_on_grey(rgb, alpha), encoder_input, torch.cat([alpha, filled], dim=1)
+    """(RGB the VAE sees: composited on grey, the encoder's input, the decoder's target: alpha, filled RGB), as
+    Layer Diffuse Encode prepares them."""
+    alpha = rgba[:, 3:]
+    vae_rgb, encoder_input = encoder_inputs(rgba[:, :3], alpha, layout)
+    filled = encoder_input[:, 1:] if layout.alpha_first else encoder_input[:, :3]
+    return vae_rgb, encoder_input, torch.cat([alpha, filled], dim=1)
 
 
 def discriminator_view(decoded: torch.Tensor) -> torch.Tensor:
