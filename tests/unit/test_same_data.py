@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import os
 
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from comfyui_layer_sketch.common.training import distributed, fingerprint
-
-
-def _process(rank: int, store: str, digests: list[str], results) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=len(digests))
-    processes = distributed.Processes(rank, len(digests), rank, len(digests), launched=True)
-    try:
-        fingerprint.require_same_data(digests[rank], processes, 12, "images", "/data/shapes")
-        results.put((rank, "trained"))
-    except fingerprint.DifferentDataError as err:
-        results.put((rank, str(err)))
-    finally:
-        dist.destroy_process_group()
+from support.data_agreement import check_digest
 
 
 def _run(tmp_path, digests: list[str]) -> dict[int, str]:
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
-    mp.start_processes(_process, args=(str(tmp_path / "store"), digests, results), nprocs=len(digests),
+    mp.start_processes(check_digest, args=(str(tmp_path / "store"), digests, results), nprocs=len(digests),
                        start_method="spawn")
     found = dict(results.get() for _ in digests)
     return found
