@@ -3,7 +3,8 @@
 For each VAE (the tests' random host VAEs at their real layouts: SD, FLUX.1/SD3 `ae`, FLUX.2, and the Wan 2.1
 VAE of Qwen-Image, narrowed) and size: training steps of `train_codec` at the published decoder width
 (images per second after the first step, peak memory during the run: CUDA allocator, or resident memory
-above the start on a CPU), and the ratio of a training step's time per image to one plain VAE encode plus
+above the start on a CPU, each VAE and size in a process of its own so that memory freed by one run
+does not hide the next one's), and the ratio of a training step's time per image to one plain VAE encode plus
 decode of the same image, measured alternately in one process. Weights are random: speed and memory do not
 depend on their values.
 
@@ -14,6 +15,8 @@ depend on their values.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +57,19 @@ def train_once(vae: host_vae.HostVAE, folder: Path, size: int, args, work: Path)
     return report.run.images_per_second(args.batch), peak.mib
 
 
+def measure(kind: str, size: int, args) -> None:
+    """Print one table row: `kind`'s VAE trained at `size` px (in this process)."""
+    loaded = host_vaes.host_vae(fixtures.cache_dir(), kind, inference=False)
+    vae = host_vae.HostVAE(loaded, host_vae.place_vae(loaded, SPACE_OF[kind]))
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        folder = write_rgba_folder(work / "rgba", max(2, args.batch), size)
+        round_trip_seconds(vae, size, args.batch)  # warm-up
+        speed, memory = train_once(vae, folder, size, args, work)
+        plain = round_trip_seconds(vae, size, args.batch)
+    print(f"{vae.space.label:24} {size:5d} {speed:9.2f} {memory:9.0f} {1.0 / speed / plain:9.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
@@ -61,21 +77,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--vaes", nargs="+", default=list(SPACE_OF), choices=list(SPACE_OF))
     parser.add_argument("--decoder-width", type=float, default=1.0)
+    parser.add_argument("--in-process", action="store_true", help="measure here (one VAE and size) instead of "
+                                                                    "in a child process per row")
     args = parser.parse_args()
-    cache = fixtures.cache_dir()
-    print(f"{'space':24} {'px':>5} {'images/s':>9} {'peak MiB':>9} {'step/VAE':>9}")
-    with tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        for kind in args.vaes:
-            loaded = host_vaes.host_vae(cache, kind, inference=False)
-            vae = host_vae.HostVAE(loaded, host_vae.place_vae(loaded, SPACE_OF[kind]))
-            for size in args.sizes:
-                folder = write_rgba_folder(work / f"rgba_{size}", max(2, args.batch), size)
-                round_trip_seconds(vae, size, args.batch)  # warm-up
-                speed, memory = train_once(vae, folder, size, args, work)
-                plain = round_trip_seconds(vae, size, args.batch)
-                print(f"{vae.space.label:24} {size:5d} {speed:9.2f} {memory:9.0f} {1.0 / speed / plain:9.2f}",
-                      flush=True)
+    if args.in_process:
+        measure(args.vaes[0], args.sizes[0], args)
+        return
+    print(f"{'space':24} {'px':>5} {'images/s':>9} {'peak MiB':>9} {'step/VAE':>9}", flush=True)
+    for kind in args.vaes:
+        for size in args.sizes:
+            subprocess.run([sys.executable, "-P", __file__, "--in-process", "--vaes", kind, "--sizes", str(size),
+                            "--steps", str(args.steps), "--batch", str(args.batch),
+                            "--decoder-width", str(args.decoder_width)], check=True)
 
 
 if __name__ == "__main__":
