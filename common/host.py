@@ -1,7 +1,7 @@
 """The one module of `common` that imports ComfyUI: what both libraries and the nodes ask of the host alike.
 
-A MODEL's family, model-folder registration, the output folder, the host's intermediate device and
-progress bar, and the start-up copy of the workflows' example pictures into the input folder.
+A MODEL's family, a prompt's conditioning, model-folder registration, the output folder, the host's intermediate
+device and progress bar, and the start-up copy of the workflows' example pictures into the input folder.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def model_family(model, supported: tuple[str, ...], refusal: str) -> str:
     if family not in supported:
         raise ValueError(refusal.format(model=type(model.model.model_config).__name__))
     return family
+
+
+def encode_prompt(clip, text: str) -> list:
+    """CONDITIONING of `text` as CLIP Text Encode makes it."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
 def register_model_folder(name: str, extensions: set[str]) -> None:

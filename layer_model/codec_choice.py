@@ -20,6 +20,7 @@ PUBLISHED = "published"  # the codec combo's default: the published file of the 
 SPACE_OF_FAMILY = {families.SD15: SD15, families.SDXL: SDXL, families.FLUX: FLUX}
 FAMILY_OF_SPACE = {space.name: family for family, space in SPACE_OF_FAMILY.items()}
 TRAIN_NODE = "Layer Diffuse Train Transparent VAE"
+TRAIN_COMMAND = "python -m layer_model.train_codec"  # codec_cli.py, run from the pack's folder
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def no_published_codec(space: LatentSpace, what: str) -> ValueError:
     """The refusal for a space without a published codec; `what` says where the space was read."""
     return ValueError(f"{what} {space.label} latents, and no published transparency codec exists for them "
                       f"(only for SD1.5, SDXL and FLUX.1). Train one for its VAE with the node {TRAIN_NODE}, "
-                      "then choose that file in codec.")
+                      f"then choose that file in codec. From a shell, `{TRAIN_COMMAND}` in the pack's folder "
+                      "trains one too (--help lists its arguments).")
 
 
 def latent_candidates(shape: Sequence[int]) -> tuple[LatentSpace, ...]:

@@ -422,6 +422,13 @@ def encode_rgba(vae, rgb: torch.Tensor, alpha: torch.Tensor, codec: Codec | str)
     return latent.unsqueeze(2) if space.frames else latent
 
 
+def encode_transparent(vae, rgb: torch.Tensor, alpha: torch.Tensor, codec: Codec) -> torch.Tensor:
+    """Layer Diffuse Encode's latent for straight RGB [B,H,W,3] and alpha [B,H,W,1] (IMAGE layout): cropped as
+    the host crops pixels for this VAE, then `encode_rgba`."""
+    rgb, alpha = crop_for_vae(vae, rgb, alpha)
+    return encode_rgba(vae, rgb.movedim(-1, 1), alpha.movedim(-1, 1), codec)
+
+
 # The latent spaces (the host's latent format names) that have a published codec to fine-tune from.
 PUBLISHED_CODEC_OF_SPACE = FAMILY_OF_SPACE
 

@@ -108,10 +108,7 @@ class RGBAFolder:
 
     def centre(self, path: str) -> torch.Tensor:
         """A held-out image as straight RGBA [1,4,R,R], centre-cropped."""
-        image = _load_scaled(path, self.resolution)
-        h, w = image.shape[-2:]
-        top, left = (h - self.resolution) // 2, (w - self.resolution) // 2
-        return image[..., top:top + self.resolution, left:left + self.resolution]
+        return load_centred(path, self.resolution)
 
     def contents(self) -> str:
         """Names, sizes and resolution: alike on every machine holding a copy of the folder."""
@@ -122,12 +119,25 @@ class RGBAFolder:
         return training.fingerprint.files_digest(self.scan.usable, str(self.resolution), with_times=True)
 
 
+def load_rgba(path: str) -> torch.Tensor:
+    """The image as straight RGBA [1,4,H,W] in [0,1], at its own size."""
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+
+
+def load_centred(path: str, resolution: int) -> torch.Tensor:
+    """Straight RGBA [1,4,R,R]: the short side scaled to `resolution`, the long side centre-cropped to it."""
+    image = _load_scaled(path, resolution)
+    h, w = image.shape[-2:]
+    top, left = (h - resolution) // 2, (w - resolution) // 2
+    return image[..., top:top + resolution, left:left + resolution]
+
+
 def _load_scaled(path: str, resolution: int) -> torch.Tensor:
     """Straight RGBA [1,4,H,W] with the short side scaled to `resolution` (premultiplied while resampling, so
     the colour of invisible pixels does not bleed into visible ones)."""
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-    rgba = torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+    rgba = load_rgba(path)
     h, w = rgba.shape[-2:]
     if min(h, w) == resolution:
         return rgba

@@ -9,6 +9,7 @@ from .layer_diffuse import (
     LayerDiffuseJointApply,
 )
 from .layers import LayerDiffuseComposite, LayerDiffuseSaveLayers
+from .lora_training import LayerDiffuseRGBATrainingDataset
 from .sketch import SketchGuidanceApply, SketchGuidanceLoadPredictor, SketchGuidanceTrainPredictor, SketchToEdgeMap
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
 
@@ -25,6 +26,7 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseComposite": LayerDiffuseComposite,
     "LayerDiffuseSaveLayers": LayerDiffuseSaveLayers,
     "LayerDiffuseTrainTransparentVAE": LayerDiffuseTrainTransparentVAE,
+    "LayerDiffuseRGBATrainingDataset": LayerDiffuseRGBATrainingDataset,
     "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
     "SketchGuidanceApply": SketchGuidanceApply,
     "SketchGuidanceTrainPredictor": SketchGuidanceTrainPredictor,
@@ -43,6 +45,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseComposite": "Layer Diffuse Composite (RGBA)",
     "LayerDiffuseSaveLayers": "Layer Diffuse Save Layers (ORA/PSD)",
     "LayerDiffuseTrainTransparentVAE": "Layer Diffuse Train Transparent VAE",
+    "LayerDiffuseRGBATrainingDataset": "Layer Diffuse RGBA Training Dataset",
     "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
     "SketchGuidanceApply": "Sketch Guidance Apply",
     "SketchGuidanceTrainPredictor": "Sketch Guidance Train Predictor",

@@ -19,14 +19,15 @@ SD_VERSION = (
     [families.AUTO, *host.BASE_CHOICES],
     {"default": families.AUTO,
      "tooltip": "Which model family's latents these are. 'auto' reads it from the MODEL input (SD1.5, SDXL, "
-                "FLUX.1, SD3, FLUX.2 or Qwen-Image), or picks FLUX for a 16-channel latent; SD1.5 and SDXL latents "
+                "FLUX.1, SD3, FLUX.2 or Qwen-Image; Z-Image, Lumina 2, Chroma and HiDream sample FLUX.1's latents "
+                "and get FLUX), or picks FLUX for a 16-channel latent; SD1.5 and SDXL latents "
                 "look alike, so connect the MODEL for those or pick the base your checkpoint belongs to. With a "
                 "trained codec a connected MODEL names the latent space; without one, a family chosen here is "
                 "checked against the codec's."},
 )
 MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made the latent, so 'auto' can tell its latent space "
-                                   "(SD1.5, SDXL, FLUX.1, SD3, FLUX.2, Qwen-Image) and a trained codec is checked "
-                                   "against it."})
+                                   "(SD1.5, SDXL, FLUX.1 with Z-Image, Lumina 2, Chroma and HiDream, SD3, FLUX.2, "
+                                   "Qwen-Image) and a trained codec is checked against it."})
 
 
 def codec_input() -> tuple:
@@ -181,9 +182,7 @@ class LayerDiffuseEncode:
 
     def encode(self, image, vae, sd_version, mask=None, model=None, codec=PUBLISHED):
         chosen = host.encode_codec(codec, sd_version, model, vae)
-        rgb, alpha = host.crop_for_vae(vae, *split_alpha(image, mask))
-        rgb, alpha = _to_bchw(rgb), _to_bchw(alpha)
-        return ({"samples": host.encode_rgba(vae, rgb, alpha, chosen)},)
+        return ({"samples": host.encode_transparent(vae, *split_alpha(image, mask), chosen)},)
 
 
 def split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -282,7 +282,7 @@ class HostFeatureSource:
                  noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if caption not in self._conds:
             with torch.no_grad():
-                self._conds[caption] = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(caption))
+                self._conds[caption] = common_host.encode_prompt(self.clip, caption)
         sampling = self.model.get_model_object("model_sampling")
         sigma = float(sampling.sigma(torch.tensor(fraction * 999.0)))
         features, _, _ = probe_features(self.model, self._conds[caption], latent, sigma, noise, self.layers)

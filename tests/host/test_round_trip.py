@@ -8,62 +8,15 @@ std scaling, padding, 8-way TTA) bring alpha back on images never seen in traini
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
-from comfyui_layer_sketch.layer_model import host
-from comfyui_layer_sketch.layer_model.transparent_codec import (
-    FLUX_CODEC,
-    SD_CODEC,
-    CodecLayout,
-    decode_rgba,
-    encoder_inputs,
-    offset_latent,
-)
-from comfyui_layer_sketch.layer_model.transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
+from comfyui_layer_sketch.layer_model.transparent_codec import FLUX_CODEC, SD_CODEC, decode_rgba
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
 from support import fixtures
 from support.flux_models import small_flux_vae
 from support.host_models import small_vae
 from support.shapes import random_rgba
-
-SIZE = 32  # training size; evaluation uses 40 px, which the decoder must pad (to 48) and crop back
-NARROW = DecoderConfig(block_channels=(8, 16, 16, 32, 32), attention_blocks=1)  # fast to train on a CPU
-
-
-def _posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = host.vae_posterior(vae, pixels.movedim(1, -1))
-    return mean.clone(), std.clone()  # leave inference mode: these feed an autograd graph
-
-
-def _train(vae, layout: CodecLayout, steps: int = 150, batch: int = 8) -> tuple[TransparencyEncoder,
-                                                                                 TransparentDecoder]:
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    encoder, decoder = layout.encoder(), TransparentDecoder(replace(NARROW, latent_channels=layout.latent_channels))
-    last = encoder.blocks[-1]
-    with torch.no_grad():  # the offset is the output times offset_scale: start and learn at that scale
-        last.weight.div_(layout.offset_scale)
-        last.bias.div_(layout.offset_scale)
-    others = [p for p in encoder.parameters() if all(p is not q for q in last.parameters())]
-    optimiser = torch.optim.Adam([{"params": [*others, *decoder.parameters()]},
-                                  {"params": last.parameters(), "lr": 2e-3 / layout.offset_scale}], lr=2e-3)
-    for _ in range(steps):
-        rgba = random_rgba(batch, SIZE, generator)
-        vae_rgb, encoder_input = encoder_inputs(rgba[:, :3], rgba[:, 3:], layout)
-        mean, std = _posterior(vae, vae_rgb)
-        latent = offset_latent(mean, std, encoder(encoder_input), layout.offset_scale)
-        decoded = vae.decode(latent.detach()).movedim(-1, 1).clone()
-        prediction = decoder(decoded, latent)
-        filled = encoder_input[:, 1:] if layout.alpha_first else encoder_input[:, :3]
-        loss = torch.nn.functional.mse_loss(prediction[:, :1], rgba[:, 3:]) \
-            + 0.1 * torch.nn.functional.mse_loss(prediction[:, 1:], filled)  # straight, colour-filled RGB
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return encoder.eval(), decoder.eval()
-
+from support.small_codecs import SIZE, train_small_codec
 
 CASES = {"SD1.5": (small_vae, SD_CODEC, "layer_sd15_vae_transparent_encoder.safetensors", ""),
          "FLUX": (small_flux_vae, FLUX_CODEC, "TransparentVAE.safetensors", "encoder.")}
@@ -73,7 +26,7 @@ CASES = {"SD1.5": (small_vae, SD_CODEC, "layer_sd15_vae_transparent_encoder.safe
 def test_alpha_survives_the_round_trip(layer_folder, base):
     make_vae, layout, file_name, prefix = CASES[base]
     vae = make_vae()
-    encoder, decoder = _train(vae, layout)
+    encoder, decoder = train_small_codec(vae, layout)
     fixtures._save({prefix + k: v.half() for k, v in encoder.state_dict().items()}, layer_folder / file_name)
     # fp16 storage, as published files are; the node loads it through host model management
     rgba = random_rgba(8, SIZE + 8, torch.Generator().manual_seed(1234))  # unseen images, another size

@@ -120,7 +120,10 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{SDXL}.model.latent_format", where=f"{CH}, {LH}", is_a="comfy.latent_formats.SDXL"),
     Use(f"{SD15}.model.latent_format.process_in", "(latent)", f"{LP}, {SH}"),
     Use(f"{SD15}.model.latent_format.process_out", "(latent)", SH),
-    Use(f"{SD15}.model.model_config", where=f"{CH}, {LH}"),
+    Use(f"{SD15}.model.model_config", where=f"{CH}, {LH}, {LP}"),
+    # LayerDiffuseApply's FLUX.1 LoRA: models of FLUX.1's latent format that are not FLUX.1 are refused
+    module("comfy.supported_models", LP),
+    Use("comfy.supported_models.Flux", where=LP),
     Use(f"{SD15}.model.get_dtype", "()", LP),
     Use(f"{SD15}.model.manual_cast_dtype", where=LP),
     Use(f"{SD15}.model.state_dict", "()", LP),
@@ -181,8 +184,8 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.samplers.CFGGuider.outer_sample", where=SH, mentions=("inner_model",)),
     # comfy.sd: VAE, CLIP, checkpoint loading
     Use("comfy.sd.load_checkpoint_guess_config", "(path, output_vae=, output_clip=, embedding_directory=)", SH),
-    Use("comfy.sd.CLIP.tokenize", "(caption)", SH),
-    Use("comfy.sd.CLIP.encode_from_tokens_scheduled", "(tokens)", SH),
+    Use("comfy.sd.CLIP.tokenize", "(caption)", CH),
+    Use("comfy.sd.CLIP.encode_from_tokens_scheduled", "(tokens)", CH),
     Use("comfy.sd.VAE", "(sd=, metadata=)", HV),  # a VAE file loaded as Load VAE loads it (the trainer's --vae)
     Use("comfy.utils.load_torch_file", "(path, return_metadata=)", HV),
     Use("comfy.sd.VAE.vae_encode_crop_pixels", "(pixels)", LH),

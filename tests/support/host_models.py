@@ -71,6 +71,18 @@ def tiny_model(kind: str = "SD15", seed: int = 0) -> comfy.model_patcher.ModelPa
     return random_model(kind, {"SD15": TINY_SD15_UNET, "SDXL": TINY_SDXL_UNET}[kind], seed)
 
 
+def loader_model(kind: str = "SD15", seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    """`tiny_model` as a custom loader gives it: with the factory the host calls for a private copy of the model
+    (`cached_patcher_init`, which Train LoRA's deep copy needs since ComfyUI 0.30; older hosts ignore it)."""
+    model = tiny_model(kind, seed)
+    model.cached_patcher_init = (_reloaded_tiny_model, (kind, seed))
+    return model
+
+
+def _reloaded_tiny_model(kind: str, seed: int, disable_dynamic: bool = False) -> comfy.model_patcher.ModelPatcher:
+    return tiny_model(kind, seed)
+
+
 def random_model(kind: str, unet: dict, seed: int = 0) -> comfy.model_patcher.ModelPatcher:
     """A host MODEL of the SD1.5 or SDXL family with the given UNet layout and random weights."""
     config_class = {"SD15": comfy.supported_models.SD15, "SDXL": comfy.supported_models.SDXL}[kind]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import comfy.ldm.flux.model
+import comfy.model_detection
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.supported_models
@@ -52,3 +53,29 @@ def tiny_flux1() -> comfy.model_patcher.ModelPatcher:
 
 MODELS = {"SD15": lambda: tiny_model("SD15"), "SDXL": lambda: tiny_model("SDXL"), "Flux": tiny_flux1,
           "SD3": tiny_sd3, "Flux2": tiny_flux2, "Wan21": tiny_qwen_image}  # by the host's latent format name
+
+
+# Families sampling FLUX.1's latents (the host gives them its Flux latent format) that are not FLUX.1: the keys by
+# which the host's detection tells each apart, with the shapes of the released models.
+FLUX_LATENT_FAMILIES = {
+    "ZImage": {"cap_embedder.1.weight": (3840, 2560), "noise_refiner.0.attention.k_norm.weight": (128,),
+               "layers.0.ffn_norm1.weight": (3840,)},
+    "Lumina2": {"cap_embedder.1.weight": (2304, 2304), "noise_refiner.0.attention.k_norm.weight": (96,),
+                "layers.0.ffn_norm1.weight": (2304,)},
+    "Chroma": {"double_blocks.0.img_attn.norm.key_norm.scale": (128,), "img_in.weight": (3072, 64),
+               "txt_in.weight": (3072, 4096), "distilled_guidance_layer.0.norms.0.scale": (5120,),
+               "single_blocks.0.norm.key_norm.scale": (128,)},
+    "HiDream": {"caption_projection.0.linear.weight": (2560, 4096)},
+}
+
+
+def weightless_model(family: str) -> comfy.model_patcher.ModelPatcher:
+    """A full-size MODEL of `family` (a FLUX_LATENT_FAMILIES key) as the host detects it from its keys, built on
+    the meta device: its config class and latent format are the host's, it holds no weights and cannot sample."""
+    meta = torch.device("meta")
+    state = {key: torch.empty(shape, device=meta) for key, shape in FLUX_LATENT_FAMILIES[family].items()}
+    config = comfy.model_detection.model_config_from_unet(state, "")
+    if config is None or type(config).__name__ != family:
+        raise AssertionError(f"the host detects {type(config).__name__} from the {family} keys")
+    return comfy.model_patcher.ModelPatcher(config.get_model(state, "", device=meta), load_device=meta,
+                                            offload_device=meta)

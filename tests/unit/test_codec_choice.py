@@ -4,7 +4,7 @@ use, or a trained one checked against the MODEL's space, sd_version and the data
 from __future__ import annotations
 
 import pytest
-from comfyui_layer_sketch.layer_model.codec_choice import Codec, choose_codec, latent_candidates
+from comfyui_layer_sketch.layer_model.codec_choice import Codec, choose_codec, latent_candidates, no_published_codec
 from comfyui_layer_sketch.layer_model.latent_spaces import FLUX, FLUX2, SD3, SD15, SDXL, SPACES, WAN21
 from comfyui_layer_sketch.layer_model.trained_codec import CodecFileError, CodecInfo
 
@@ -61,3 +61,9 @@ def test_a_codec_file_describing_an_unknown_or_inconsistent_space_is_refused():
     with pytest.raises(CodecFileError, match="says Flux2 but 16 channels at 1/8"):
         Codec.trained("x", "/x", CodecInfo("Flux2", 16, 8, 1.0, True))
     assert {trained(space).space for space in SPACES.values()} == set(SPACES.values())
+
+
+def test_the_refusal_for_a_space_without_a_codec_names_the_trainer_node_and_command():
+    message = str(no_published_codec(FLUX2, "The connected MODEL (Flux2) samples"))
+    assert "the node Layer Diffuse Train Transparent VAE" in message
+    assert "`python -m layer_model.train_codec` in the pack's folder" in message
