@@ -21,6 +21,7 @@ from comfyui_layer_sketch.layer_model.rgba_dataset import RGBADatasetError
 from comfyui_layer_sketch.layer_model.trained_codec import CodecInfo, save_codec
 from comfyui_layer_sketch.layer_model.transparent_codec import CodecLayout
 from comfyui_layer_sketch.nodes import NODE_CLASS_MAPPINGS
+from support.flux_models import small_flux_vae
 from support.host_models import loader_model, small_vae
 from support.shapes import write_rgba_folder
 from support.small_codecs import SIZE, train_small_codec
@@ -153,6 +154,7 @@ def test_families_of_flux_latents_get_the_flux_codec_and_no_flux1_lora(layer_fol
     model = weightless_model(family)
     latent, rgb = torch.zeros(1, 16, 4, 4), torch.zeros(1, 3, 32, 32)
     assert host.decode_codec("published", "auto", model, latent, rgb).base == "FLUX"
+    assert host.encode_codec("published", "auto", model, small_flux_vae()).base == "FLUX"
     with pytest.raises(ValueError, match=rf"^The connected MODEL \({family}\) samples FLUX.1's latents but is not "
                                          r"FLUX.1, and the published transparency LoRA .* is for FLUX.1 only. Train "
                                          r"one for this model: Layer Diffuse RGBA Training Dataset"):
