@@ -1,6 +1,6 @@
 """Write docs/NODES.md, the node reference (inputs, outputs, tooltips), from a live server's /object_info.
 
-    .host/0.30.0/venv/bin/python -P devtools/node_reference.py
+    .host/0.33.0/venv/bin/python -P devtools/node_reference.py
 
 A test rebuilds it from the test server's /object_info and compares, so it never goes stale.
 """
