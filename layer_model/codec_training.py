@@ -53,6 +53,11 @@ class CodecTrainConfig:
     reconstruction_weight: float = 1.0
     identity_weight: float = 1.0
     discriminator_weight: float = 0.01
+    # Steps of reconstruction and identity alone before the discriminator joins (as autoencoder GANs are
+    # trained): from the start, it slowed or stopped alpha's way into the latent (held-out alpha error on a
+    # random Wan 2.1 VAE after 300 steps: 0.58 of a constant guess's with it from step 0, 0.44 from step 200,
+    # 0.40 without it; some runs from step 0 collapsed, the discriminator winning outright, at 1.0).
+    discriminator_start: int = 1000
     save_every: int = 250
 
 
@@ -220,10 +225,11 @@ class CodecFit:
             mean, std = self.vae.posterior(vae_rgb)
         self.model.train()
         decoded, rgb, _ = self.model(encoder_input, mean, std, self.history.offset_scale, self.vae)
+        zeros = decoded.new_zeros(decoded.shape[0])
         per_sample = {
             "reconstruction": (decoded - target).abs().mean(dim=(1, 2, 3)),
             "identity": (rgb - vae_rgb).pow(2).mean(dim=(1, 2, 3)),
-            "adversarial": self._adversarial(decoded),
+            "adversarial": self._adversarial(decoded) if self._discriminating(step) else zeros,
         }
         total = (config.reconstruction_weight * per_sample["reconstruction"]
                  + config.identity_weight * per_sample["identity"]
@@ -231,8 +237,9 @@ class CodecFit:
         self.optimizer.zero_grad(set_to_none=True)
         self._global_mean(total).backward()
         self.optimizer.step()
-        per_sample["discriminator"] = self._discriminator_step(discriminator_view(target),
-                                                               discriminator_view(decoded.detach()))
+        per_sample["discriminator"] = (self._discriminator_step(discriminator_view(target),
+                                                                discriminator_view(decoded.detach()))
+                                       if self._discriminating(step) else zeros)
         sums = torch.stack([per_sample[term].detach().sum() for term in TERMS] + [total.detach().sum()])
         means = (distributed.sum_over_processes(sums, self.processes) / config.batch_size).tolist()
         self.history.terms.append(dict(zip(TERMS, means[:-1], strict=True)))
@@ -242,11 +249,13 @@ class CodecFit:
         # DistributedDataParallel averages the processes' gradients: scale so the average is the global mean.
         return per_sample.sum() * (self.processes.world_size / self.config.batch_size)
 
+    def _discriminating(self, step: int) -> bool:
+        """Whether the discriminator takes part in step `step` (every process decides alike)."""
+        return self.config.discriminator_weight > 0 and step >= self.config.discriminator_start
+
     def _adversarial(self, decoded: torch.Tensor) -> torch.Tensor:
         """The generator's hinge term, through the plain discriminator with its weights frozen (the judge's
         DistributedDataParallel must see gradients only in its own step)."""
-        if self.config.discriminator_weight == 0:
-            return decoded.new_zeros(decoded.shape[0])
         self.discriminator.requires_grad_(False)
         try:
             return -self.discriminator(discriminator_view(decoded)).mean(dim=(1, 2, 3))
@@ -254,8 +263,6 @@ class CodecFit:
             self.discriminator.requires_grad_(True)
 
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        if self.config.discriminator_weight == 0:
-            return real.new_zeros(real.shape[0])
         self.judge.train()
         scores = self.judge(torch.cat([real, fake]))
         per_sample = hinge_losses(scores[: real.shape[0]], scores[real.shape[0]:])
@@ -314,5 +321,7 @@ def check_config(config: CodecTrainConfig, processes: distributed.Processes) -> 
     if config.init not in ("none", "published"):
         raise ValueError(f"init must be 'none' or 'published', got {config.init!r}")
     weights = (config.reconstruction_weight, config.identity_weight, config.discriminator_weight)
+    if config.discriminator_start < 0:
+        raise ValueError(f"discriminator start must be a step number (0 or more), got {config.discriminator_start}")
     if min(weights) < 0:
         raise ValueError(f"loss weights must not be negative, got {weights}")

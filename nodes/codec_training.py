@@ -67,18 +67,23 @@ class LayerDiffuseTrainTransparentVAE:
             "discriminator_weight": ("FLOAT", {"default": defaults.discriminator_weight, "min": 0.0, "max": 1.0,
                                                "step": 0.001, "tooltip": "The PatchGAN loss's weight (paper: "
                                                                          "0.01; 0 trains without it)."}),
+            "discriminator_start": ("INT", {"default": defaults.discriminator_start, "min": 0, "max": 10**7,
+                                            "tooltip": "Steps of reconstruction alone before the PatchGAN loss "
+                                                       "joins: from the first step it slows the codec's learning "
+                                                       "of alpha, and can overpower it."}),
             "decoder_width": ("FLOAT", {"default": 1.0, "min": 0.05, "max": 1.0, "step": 0.05,
                                         "tooltip": "The transparent decoder's width against the published one "
                                                    "(104 M parameters): smaller trains and decodes faster."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def train(self, vae, image_folder, steps, batch_size, learning_rate, resolution, seed, save_name, init="none",
-              latent_format="auto", discriminator_weight=0.01, decoder_width=1.0, unique_id=None):
+              latent_format="auto", discriminator_weight=0.01, discriminator_start=1000, decoder_width=1.0,
+              unique_id=None):
         output = host.codec_output_path(save_name)
         dataset = RGBAFolder(image_folder.strip(), resolution)  # refuses empty folders before any work
         space = host_vae.place_vae(vae, latent_format)
         config = CodecTrainConfig(steps, batch_size, learning_rate, seed, init,
-                                  discriminator_weight=discriminator_weight)
+                                  discriminator_weight=discriminator_weight, discriminator_start=discriminator_start)
         layout, initial = host.codec_start(space.name, space.label, space.channels, space.downscale, init,
                                            decoder_width)
         bar = common_host.progress_bar(steps)

@@ -3,7 +3,7 @@ VAE) and Qwen-Image (the Wan 2.1 VAE, 5-D latents).
 
 Each VAE is the host's own class loaded from a random file in its real layout (tests/support/host_vaes.py), the
 decoder an eighth of the published width, 64 px synthetic shapes. Held out, the codec must bring alpha back
-well below the error of the best constant guess (ALPHA_BAR), and disturb the VAE's decode no more than the
+well below the error of the best constant guess (each space's bar), and disturb the VAE's decode no more than the
 VAE's own reconstruction error (harmlessness above the VAE's PSNR against its input, less a margin): a random
 VAE reconstructs at 12-17 dB, so an absolute floor taken from real VAEs (about 30 dB) would say nothing here.
 """
@@ -22,21 +22,21 @@ from support.shapes import write_rgba_folder
 
 SIDE = 64
 HARMLESSNESS_MARGIN_DB = 3.0
-# Held-out alpha error against the best constant guess's. The method's aim (under half) needs longer training than
-# a test affords on a random VAE, which reproduces its input badly while the identity loss pulls against the
-# offset, and the discriminator makes short runs vary. Measured at 150 steps on these shapes: SD3 0.57 (lr 2e-3),
-# Qwen-Image 0.68 (lr 1e-3); on other sets of shapes 0.43 and 0.32 to 0.80, and Qwen-Image 0.58 at 300 steps.
-# FLUX.2 (a 4x4 latent at 64 px) learned on one set (0.40) but not on these (0.97), so it is not held to a bar
-# here: its trainer path is tested by the shipped workflow over HTTP and its codecs by test_trained_codecs.py.
-ALPHA_BAR = 0.75
-# (VAE file kind, latent format, learning rate); SD3's full-width VAE trains on the newest host only (minutes).
-SPACES = [pytest.param("ae", "SD3", 2e-3, marks=pytest.mark.newest_host), pytest.param("wan21", "Wan21", 1e-3)]
-STEPS = 150
+# (VAE file kind, latent format, learning rate, steps, the discriminator's start, the bar): held-out alpha error
+# against the best constant guess's. The method's aim is under half. Qwen-Image's narrowed Wan 2.1 VAE trains
+# fast enough to reach it (measured 0.44 at 300 steps with the discriminator from step 200; 0.40 without it, 0.58
+# with it from step 0). SD3's full-width VAE (newest host only) affords 150 steps, the discriminator from the
+# first, and is held to 0.75: a random VAE reproduces its input badly while the identity loss pulls
+# against the offset (measured 0.57 at 150 steps, on other shapes 0.43). FLUX.2 (a 4x4 latent at 64 px) learned
+# on one set of shapes (0.40) but not on another (0.97), so it is not held to a bar here: its trainer path is
+# tested by the shipped workflow over HTTP and its codecs by test_trained_codecs.py.
+SPACES = [pytest.param("ae", "SD3", 2e-3, 150, 0, 0.75, marks=pytest.mark.newest_host),
+          pytest.param("wan21", "Wan21", 1e-3, 300, 200, 0.5)]
 
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return write_rgba_folder(tmp_path_factory.mktemp("shapes"), 24, SIDE, seed=11)  # 2 held out
+    return write_rgba_folder(tmp_path_factory.mktemp("shapes"), 48, SIDE, seed=11)  # 4 held out
 
 
 def _train(fixture_cache, kind, latent_format, folder, output, steps, learning_rate=1e-3, **settings):
@@ -50,16 +50,18 @@ def _train(fixture_cache, kind, latent_format, folder, output, steps, learning_r
                            layout)
 
 
-@pytest.mark.parametrize("kind, latent_format, learning_rate", SPACES)
+@pytest.mark.parametrize("kind, latent_format, learning_rate, steps, discriminator_start, bar", SPACES)
 def test_a_codec_trained_for_the_space_brings_alpha_back_harmlessly(fixture_cache, shapes, tmp_path, kind,
-                                                                     latent_format, learning_rate):
+                                                                     latent_format, learning_rate, steps,
+                                                                     discriminator_start, bar):
     output = tmp_path / "codec.safetensors"
-    report = _train(fixture_cache, kind, latent_format, shapes, output, STEPS, learning_rate=learning_rate)
+    report = _train(fixture_cache, kind, latent_format, shapes, output, steps, learning_rate=learning_rate,
+                    discriminator_start=discriminator_start)
     v = report.validation
-    print(f"\n{latent_format}, {STEPS} steps: held-out alpha error {v.alpha_error:.4f} "
+    print(f"\n{latent_format}, {steps} steps: held-out alpha error {v.alpha_error:.4f} "
           f"(constant {v.constant_alpha_error:.4f}), harmlessness {v.harmlessness_psnr:.1f} dB (VAE "
           f"{v.vae_psnr:.1f} dB), offset scale {report.offset_scale}, {report.run.images_per_second(4):.2f} images/s")
-    assert v.alpha_error < ALPHA_BAR * v.constant_alpha_error
+    assert v.alpha_error < bar * v.constant_alpha_error
     assert v.harmlessness_psnr > v.vae_psnr - HARMLESSNESS_MARGIN_DB
     info = trained_codec.read_info(str(output))
     space = host_vae.SPACES[latent_format]
@@ -71,6 +73,7 @@ def test_the_discriminator_term_changes_the_decoder(fixture_cache, shapes, tmp_p
     decoders = []
     for weight in (0.0, 0.01):
         output = tmp_path / f"codec_{weight}.safetensors"
-        _train(fixture_cache, "wan21", "Wan21", shapes, output, 2, discriminator_weight=weight)
+        _train(fixture_cache, "wan21", "Wan21", shapes, output, 2, discriminator_weight=weight,
+               discriminator_start=0)
         decoders.append(trained_codec.load_part(str(output), "decoder"))
     assert max(float((decoders[0][k] - decoders[1][k]).abs().max()) for k in decoders[0]) > 1e-6

@@ -117,17 +117,22 @@ def test_the_discriminator_term_changes_the_decoder(shapes, tmp_path):
     decoders = []
     for weight in (0.0, 0.01):
         output = tmp_path / f"codec_{weight}.safetensors"
-        train(shapes, output, steps=3, discriminator_weight=weight)
+        train(shapes, output, steps=3, discriminator_weight=weight, discriminator_start=0)
         decoders.append(trained_codec.load_part(str(output), "decoder"))
     difference = max(float((decoders[0][k] - decoders[1][k]).abs().max()) for k in decoders[0])
     assert difference > 1e-6
 
 
+def test_the_discriminator_joins_at_its_start_step(shapes, tmp_path):
+    report = train(shapes, tmp_path / "codec.safetensors", steps=4, discriminator_start=2)
+    assert [t["adversarial"] == 0 and t["discriminator"] == 0 for t in report.terms] == [True, True, False, False]
+
+
 def test_an_interrupted_run_resumes_to_the_same_codec(shapes, tmp_path):
     straight, broken = tmp_path / "straight.safetensors", tmp_path / "broken.safetensors"
-    train(shapes, straight, steps=8)
-    train(shapes, broken, steps=4)  # as if stopped after its state at step 4
-    resumed = train(shapes, broken, steps=8)
+    train(shapes, straight, steps=8, discriminator_start=2)  # the discriminator's state crosses the break
+    train(shapes, broken, steps=4, discriminator_start=2)  # as if stopped after its state at step 4
+    resumed = train(shapes, broken, steps=8, discriminator_start=2)
     assert resumed.run.resumed_from == 4 and len(resumed.terms) == 8
     a, b = (trained_codec.load_part(str(p), "decoder") for p in (straight, broken))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
