@@ -16,6 +16,8 @@ are downloaded by the nodes themselves.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,19 +143,29 @@ def run_unit_tests_without_host() -> int:
     return subprocess.run(cmd, cwd=hostenv.REPO, env=hostenv.pure_environment()).returncode
 
 
+def _run_host_stage(host: hostenv.Host) -> int:
+    """One host's CI selection. On CI (CI=true) the host's environment is removed afterwards: a clean clone
+    never reuses it, and three hosts' CUDA-enabled torch (about 7 GB each) at once can fill the disk."""
+    code = run_tests(host, marker_selection(host, host.ci))
+    if os.environ.get("CI") == "true":
+        hostenv.remove_host(host)
+    return code
+
+
 def run_all_tests() -> int:
     """The unit tests without a host, then each host in the table runs what its entry says (`Host.ci`):
     the newest all, older ones what depends on them. Every stage runs even when one fails; the time of
     each is printed at the end.
     """
     stages = [("tests/unit without a host", run_unit_tests_without_host)]
-    stages += [(f"ComfyUI {host.version} ({host.ci})",
-                lambda host=host: run_tests(host, marker_selection(host, host.ci)))
+    stages += [(f"ComfyUI {host.version} ({host.ci})", lambda host=host: _run_host_stage(host))
                for host in hostenv.HOSTS if host.ci != "none"]
     results: list[tuple[str, int, float]] = []
     for name, run in stages:
         started = time.time()
         results.append((name, run(), time.time() - started))
+        free = shutil.disk_usage(hostenv.REPO).free / 2**30
+        print(f"[test] {name}: finished, {free:.1f} GiB free on disk", flush=True)
     for name, code, seconds in results:
         print(f"[test] {name}: {'passed' if code == 0 else 'FAILED'} in {seconds:.0f} s", flush=True)
     return next((code for _, code, _ in results if code), 0)

@@ -61,25 +61,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny models, to check the bench runs")
     options = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
-    folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
-    base = build("SD15", options.smoke)
-    layer_files.save(layer_files.attention_sharing(base, 1, False), folder / "layer_sd15_transparent_attn.safetensors")
-    models = graphs(base, options.size)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")
-    with torch.inference_mode():  # as the host runs a prompt
-        step_times(base, 1, 2, options.size)  # warm-up
-        times: dict[str, float] = {}
-        for _ in range(options.repeats):
-            for name, model in models.items():
-                step = step_times(model, 1, options.steps, options.size)[1]
-                times[name] = min(times.get(name, step), step)
-    print(f"{'graph':<22} {'step s':>8} {'vs plain':>9} {'vs slower part':>15}")
-    for name, step in times.items():
-        parts = name.split(" + ")
-        slower = max(times[p] for p in parts) if len(parts) > 1 else None
-        combined = f"{step / slower:>15.2f}" if slower else f"{'':>15}"
-        print(f"{name:<22} {step:>8.2f} {step / times['plain']:>9.2f} {combined}")
+    with tempfile.TemporaryDirectory() as scratch:  # the layer files written here go with it
+        folder = Path(scratch)
+        folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
+        base = build("SD15", options.smoke)
+        layer_files.save(layer_files.attention_sharing(base, 1, False),
+                         folder / "layer_sd15_transparent_attn.safetensors")
+        models = graphs(base, options.size)
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")
+        with torch.inference_mode():  # as the host runs a prompt
+            step_times(base, 1, 2, options.size)  # warm-up
+            times: dict[str, float] = {}
+            for _ in range(options.repeats):
+                for name, model in models.items():
+                    step = step_times(model, 1, options.steps, options.size)[1]
+                    times[name] = min(times.get(name, step), step)
+        print(f"{'graph':<22} {'step s':>8} {'vs plain':>9} {'vs slower part':>15}")
+        for name, step in times.items():
+            parts = name.split(" + ")
+            slower = max(times[p] for p in parts) if len(parts) > 1 else None
+            combined = f"{step / slower:>15.2f}" if slower else f"{'':>15}"
+            print(f"{name:<22} {step:>8.2f} {step / times['plain']:>9.2f} {combined}")
 
 
 if __name__ == "__main__":

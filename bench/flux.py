@@ -47,33 +47,34 @@ def main() -> None:
     cache = fixtures.cache_dir()
     with PeakMemory(torch.device("cpu")) as load_peak:
         flux = flux_models.load_reduced_flux(cache)
-    layer_folder = Path(tempfile.mkdtemp(prefix="flux_bench_"))
-    fixtures._save(flux_models.peft_lora(scale=0.05), layer_folder / "layerlora.safetensors")
-    folder_paths.add_model_folder_path(weights.FOLDER_NAME, str(layer_folder), is_default=True)
-    os.environ[weights.OFFLINE_ENV] = "1"
-    apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]().apply
-    models = {"plain": flux, "LoRA merged": apply(flux, "auto", 1.0)[0],
-              "LoRA gated 0-0.5": apply(flux, "auto", 1.0, 0.0, 0.5)[0]}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; reduced FLUX.1-dev loaded with "
-          f"{load_peak.mib:.0f} MiB; {options.steps} euler steps, 64 text tokens, best of {options.repeats}")
-    print(f"{'size':>5} {'model':>17} {'s/step':>8} {'vs plain':>9} {'switch s':>9} {'peak MiB':>9}")
-    for size in options.sizes:
-        best = {name: [float("inf"), float("inf"), 0.0] for name in models}
-        for _ in range(options.repeats):
-            for name, model in models.items():  # alternating, so drift on a noisy machine hits all alike
-                with PeakMemory(torch.device("cpu")) as peak:
-                    start = time.perf_counter()
-                    sample(model, size, 1)  # the host swaps this clone's weights in: paid once per switch
-                    switched = time.perf_counter()
-                    sample(model, size, options.steps)
-                    done = time.perf_counter()
-                step = (done - switched) / options.steps
-                record = best[name]
-                record[:] = [min(record[0], step), min(record[1], switched - start - step),
-                             max(record[2], peak.mib + load_peak.mib)]
-        for name, (step, switch, mib) in best.items():
-            print(f"{size:>5} {name:>17} {step:>8.3f} {step / best['plain'][0]:>9.2f} {max(switch, 0.0):>9.2f} "
-                  f"{mib:>9.0f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="flux_bench_") as scratch:  # the layer files written here go with it
+        layer_folder = Path(scratch)
+        fixtures._save(flux_models.peft_lora(scale=0.05), layer_folder / "layerlora.safetensors")
+        folder_paths.add_model_folder_path(weights.FOLDER_NAME, str(layer_folder), is_default=True)
+        os.environ[weights.OFFLINE_ENV] = "1"
+        apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]().apply
+        models = {"plain": flux, "LoRA merged": apply(flux, "auto", 1.0)[0],
+                  "LoRA gated 0-0.5": apply(flux, "auto", 1.0, 0.0, 0.5)[0]}
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; reduced FLUX.1-dev loaded with "
+              f"{load_peak.mib:.0f} MiB; {options.steps} euler steps, 64 text tokens, best of {options.repeats}")
+        print(f"{'size':>5} {'model':>17} {'s/step':>8} {'vs plain':>9} {'switch s':>9} {'peak MiB':>9}")
+        for size in options.sizes:
+            best = {name: [float("inf"), float("inf"), 0.0] for name in models}
+            for _ in range(options.repeats):
+                for name, model in models.items():  # alternating, so drift on a noisy machine hits all alike
+                    with PeakMemory(torch.device("cpu")) as peak:
+                        start = time.perf_counter()
+                        sample(model, size, 1)  # the host swaps this clone's weights in: paid once per switch
+                        switched = time.perf_counter()
+                        sample(model, size, options.steps)
+                        done = time.perf_counter()
+                    step = (done - switched) / options.steps
+                    record = best[name]
+                    record[:] = [min(record[0], step), min(record[1], switched - start - step),
+                                 max(record[2], peak.mib + load_peak.mib)]
+            for name, (step, switch, mib) in best.items():
+                print(f"{size:>5} {name:>17} {step:>8.3f} {step / best['plain'][0]:>9.2f} {max(switch, 0.0):>9.2f} "
+                      f"{mib:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -63,39 +63,42 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny models, to check the bench runs")
     options = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
-    folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
-    apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]()
-    joint = NODE_CLASS_MAPPINGS["LayerDiffuseJointApply"]()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")
-    print(f"{'case':<34} {'batch':>5} {'first s':>8} {'step s':>8} {'plain step s':>12} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as scratch:  # the layer files written here go with it
+        folder = Path(scratch)
+        folder_paths.add_model_folder_path("layer_model", str(folder), is_default=True)
+        apply = NODE_CLASS_MAPPINGS["LayerDiffuseApply"]()
+        joint = NODE_CLASS_MAPPINGS["LayerDiffuseJointApply"]()
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.size} px, {options.steps} steps")
+        print(f"{'case':<34} {'batch':>5} {'first s':>8} {'step s':>8} {'plain step s':>12} {'ratio':>6}")
 
-    sdxl = build("SDXL", options.smoke)
-    layer_files.save(layer_files.sdxl_attention_lora(sdxl, rank=256), folder / "layer_xl_transparent_attn.safetensors")
-    layer_files.save(layer_files.sdxl_conv_diff(sdxl), folder / "layer_xl_transparent_conv.safetensors")
-    cases = [("SDXL-shaped attention injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (attention "
-                                                                               "injection)", 1.0)[0], 1),
-             ("SDXL-shaped conv injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (conv injection)",
-                                                                        1.0)[0], 1)]
-    cases += [("SDXL-shaped attention, range 0-0.99", sdxl,
-               lambda m: apply.apply(m, "SDXL transparent (attention injection)", 1.0, 0.0, 0.99)[0], 1),
-              ("SDXL-shaped conv, range 0-0.99", sdxl,
-               lambda m: apply.apply(m, "SDXL transparent (conv injection)", 1.0, 0.0, 0.99)[0], 1)]
-    sd15 = build("SD15", options.smoke)
-    layer_files.save(layer_files.attention_sharing(sd15, 1, False), folder / "layer_sd15_transparent_attn.safetensors")
-    layer_files.save(layer_files.attention_sharing(sd15, 3, False), folder / "layer_sd15_joint.safetensors")
-    cases += [("SD1.5 attention sharing, 1 frame", sd15, lambda m: apply.apply(m, "auto", 1.0)[0], 1),
-              ("SD1.5 attention sharing, 3 frames", sd15, lambda m: joint.apply(m, 1.0)[0], 3)]
-    for name, base, patch, batch in cases:
-        step_times(base, batch, 2, options.size)  # warm-up
-        patched = patch(base)
-        runs = []  # plain and patched alternate, so that drift in machine load hits both alike
-        for _ in range(options.repeats):
-            runs.append((step_times(base, batch, options.steps, options.size)[1],
-                         *step_times(patched, batch, options.steps, options.size)))
-        plain = min(r[0] for r in runs)
-        first, step = runs[0][1], min(r[2] for r in runs)
-        print(f"{name:<34} {batch:>5} {first:>8.2f} {step:>8.2f} {plain:>12.2f} {step / plain:>6.2f}", flush=True)
+        sdxl = build("SDXL", options.smoke)
+        layer_files.save(layer_files.sdxl_attention_lora(sdxl, rank=256),
+                         folder / "layer_xl_transparent_attn.safetensors")
+        layer_files.save(layer_files.sdxl_conv_diff(sdxl), folder / "layer_xl_transparent_conv.safetensors")
+        cases = [("SDXL-shaped attention injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (attention "
+                                                                                   "injection)", 1.0)[0], 1),
+                 ("SDXL-shaped conv injection", sdxl, lambda m: apply.apply(m, "SDXL transparent (conv injection)",
+                                                                            1.0)[0], 1)]
+        cases += [("SDXL-shaped attention, range 0-0.99", sdxl,
+                   lambda m: apply.apply(m, "SDXL transparent (attention injection)", 1.0, 0.0, 0.99)[0], 1),
+                  ("SDXL-shaped conv, range 0-0.99", sdxl,
+                   lambda m: apply.apply(m, "SDXL transparent (conv injection)", 1.0, 0.0, 0.99)[0], 1)]
+        sd15 = build("SD15", options.smoke)
+        layer_files.save(layer_files.attention_sharing(sd15, 1, False),
+                         folder / "layer_sd15_transparent_attn.safetensors")
+        layer_files.save(layer_files.attention_sharing(sd15, 3, False), folder / "layer_sd15_joint.safetensors")
+        cases += [("SD1.5 attention sharing, 1 frame", sd15, lambda m: apply.apply(m, "auto", 1.0)[0], 1),
+                  ("SD1.5 attention sharing, 3 frames", sd15, lambda m: joint.apply(m, 1.0)[0], 3)]
+        for name, base, patch, batch in cases:
+            step_times(base, batch, 2, options.size)  # warm-up
+            patched = patch(base)
+            runs = []  # plain and patched alternate, so that drift in machine load hits both alike
+            for _ in range(options.repeats):
+                runs.append((step_times(base, batch, options.steps, options.size)[1],
+                             *step_times(patched, batch, options.steps, options.size)))
+            plain = min(r[0] for r in runs)
+            first, step = runs[0][1], min(r[2] for r in runs)
+            print(f"{name:<34} {batch:>5} {first:>8.2f} {step:>8.2f} {plain:>12.2f} {step / plain:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

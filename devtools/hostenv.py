@@ -304,6 +304,12 @@ def ensure_host(host: Host | None = None) -> None:
     stamp.write_text(json.dumps({"fingerprint": fingerprint, "comfyui": host.version}))
 
 
+def remove_host(host: Host) -> None:
+    """Delete a host's set-up (venv, ComfyUI tree, stamp); the next ensure_host() installs it again."""
+    log(f"removing ComfyUI {host.version}'s environment in {host_dir(host)}")
+    shutil.rmtree(host_dir(host), ignore_errors=True)
+
+
 PURE_DIR = HOSTS_DIR / "pure"  # a plain venv for tests/unit: the pack's pure libraries need no ComfyUI
 PURE_REQUIREMENTS = REPO / "devtools" / "pure-requirements.txt"
 
