@@ -28,6 +28,15 @@ def is_widget(spec: list) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
+def has_seed_control(name: str, spec: list) -> bool:
+    """Whether the editor adds a 'control after generate' widget after this one: where the node asks for it, and
+    for an INT named seed or noise_seed that does not say otherwise (every supported editor does so)."""
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if options.get("control_after_generate") is not None:
+        return bool(options["control_after_generate"])
+    return spec[0] == "INT" and name in ("seed", "noise_seed")
+
+
 def _inputs(info: dict) -> list[tuple[str, list]]:
     required = list(info["input"].get("required", {}).items())
     optional = list(info["input"].get("optional", {}).items())
@@ -89,21 +98,28 @@ def _node_entries(api: dict, object_info: dict, ids: dict[str, int]) -> tuple[di
         inputs, widgets, widget_values = [], [], []
         for name, spec in _inputs(info):
             value = node["inputs"].get(name)
+            linked = isinstance(value, list)
             if is_widget(spec):
                 options = spec[1] if len(spec) > 1 else {}
-                widgets.append(options.get("default") if value is None else value)
+                # A widget fed by a link keeps its place (the editor shows it as a socket) with its default.
+                default = options.get("default", 0 if spec[0] in ("INT", "FLOAT") else None)  # as the editor
+                widgets.append(default if value is None or linked else value)
                 widget_values.append((name, widgets[-1]))
-                if options.get("control_after_generate"):
+                if has_seed_control(name, spec):
                     widgets.append("fixed")
-                continue
+                if not linked:
+                    continue
             link_id = None
-            if isinstance(value, list):
+            if linked:
                 link_id = len(links) + 1
                 source, slot = value
                 source_type = object_info[api[source]["class_type"]]["output"][slot]
                 links.append([link_id, ids[source], slot, ids[node_id], len(inputs), source_type])
                 outputs_links.setdefault((source, slot), []).append(link_id)
-            inputs.append({"name": name, "type": spec[0], "link": link_id})
+            entry = {"name": name, "type": spec[0] if not isinstance(spec[0], list) else "COMBO", "link": link_id}
+            if is_widget(spec):
+                entry["widget"] = {"name": name}
+            inputs.append(entry)
         title = node.get("_meta", {}).get("title") or info.get("display_name") or node["class_type"]
         entry = {
             "id": ids[node_id], "type": node["class_type"], "pos": [0, 0],
@@ -209,7 +225,8 @@ def _node_problems(node: dict, object_info: dict) -> list[str]:
     if node["type"] not in object_info:
         return [f"{where}: the server has no such node"]
     info = object_info[node["type"]]
-    problems = _widget_problems(where, info, node.get("widgets_values", []))
+    fed = {slot["name"] for slot in node.get("inputs", []) if slot.get("widget") and slot.get("link") is not None}
+    problems = _widget_problems(where, info, node.get("widgets_values", []), fed)
     known = dict(_inputs(info))
     for slot in node.get("inputs", []):
         spec = known.get(slot["name"])
@@ -228,18 +245,21 @@ def _node_problems(node: dict, object_info: dict) -> list[str]:
     return problems
 
 
-def _widget_problems(where: str, info: dict, values: list) -> list[str]:
+def _widget_problems(where: str, info: dict, values: list, fed: set[str]) -> list[str]:
+    """Widget values in the places the node's inputs give them; those of widgets fed by a link are not used."""
     expected: list[tuple[str, list | None]] = []
     for name, spec in _inputs(info):
         if is_widget(spec):
             expected.append((name, spec))
-            if len(spec) > 1 and spec[1].get("control_after_generate"):
+            if has_seed_control(name, spec):
                 expected.append((f"{name} (control after generate)", None))
     if len(values) != len(expected):
         return [f"{where}: {len(values)} widget values, the node's inputs need {len(expected)} "
                 f"({', '.join(name for name, _ in expected)})"]
     problems = []
     for (name, spec), value in zip(expected, values, strict=True):
+        if name in fed:
+            continue
         problem = _seed_control_problem(value) if spec is None else value_problem(name, spec, value)
         if problem:
             problems.append(f"{where}.{name}: {problem}")
@@ -251,8 +271,8 @@ def _seed_control_problem(value) -> str | None:
 
 
 # Inputs naming the user's own files: any name is fine in a shipped workflow.
-USER_FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name1", "clip_name2", "vae_name", "lora_name", "control_net_name",
-                    "image", "predictor_name"}
+USER_FILE_INPUTS = {"ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "lora_name",
+                    "control_net_name", "image", "predictor_name"}
 
 
 def value_problem(name: str, spec: list, value) -> str | None:
