@@ -1,20 +1,36 @@
-"""A transparency codec taught in seconds to pass alpha through a real host VAE's latent: the published encoder's
-architecture and a narrow decoder, trained on random shapes (tests/support/shapes.py) at a small size.
+"""Transparency codecs for the tests, from random host VAEs.
 
-No published weights can be downloaded in tests; what such a codec brings back shows that the pack's own encode
-and decode paths (grey composite and colour fill, posterior std scaling, padding, TTA) carry alpha.
+`train_small_codec`: taught in seconds to pass alpha through a real host VAE's latent (the published encoder's
+architecture and a narrow decoder, trained on random shapes at a small size, alpha and colour losses only). What
+it brings back shows that the pack's own encode and decode paths (grey composite and colour fill, posterior std
+scaling, padding, TTA) carry alpha. `trained_codec_file`: made by the pack's codec trainer, identity loss
+included, for tests that need adjusted latents a diffusion model can learn (near the VAE's own).
+
+No published weights can be downloaded in tests.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import torch
-from comfyui_layer_sketch.layer_model import host
-from comfyui_layer_sketch.layer_model.transparent_codec import CodecLayout, encoder_inputs, offset_latent
+from comfyui_layer_sketch.layer_model import host, host_vae
+from comfyui_layer_sketch.layer_model.codec_training import CodecTrainConfig
+from comfyui_layer_sketch.layer_model.rgba_dataset import RGBAFolder
+from comfyui_layer_sketch.layer_model.train_codec import train_codec
+from comfyui_layer_sketch.layer_model.transparent_codec import (
+    CodecLayout,
+    encoder_inputs,
+    narrowed_channels,
+    offset_latent,
+)
 from comfyui_layer_sketch.layer_model.transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
 
-from .shapes import random_rgba
+from . import host_vaes
+from .shapes import random_rgba, write_rgba_folder
 
 SIZE = 32  # training size
 NARROW = DecoderConfig(block_channels=(8, 16, 16, 32, 32), attention_blocks=1)  # fast to train on a CPU
@@ -53,3 +69,30 @@ def train_small_codec(vae, layout: CodecLayout, steps: int = 150, batch: int = 8
         loss.backward()
         optimiser.step()
     return encoder.eval(), decoder.eval()
+
+
+
+def trained_codec_file(cache: Path, kind: str, latent_format: str, side: int = 64, steps: int = 150,
+                       learning_rate: float = 2e-3) -> Path:
+    """A codec for the random host VAE `kind` (support/host_vaes.py) made by the pack's own codec trainer, with
+    its identity loss (the adjusted latents stay near the VAE's own, as a diffusion model must see them) and a
+    decoder an eighth of the published width, on 48 synthetic shapes at `side` px: made once into the fixture
+    cache (minutes on a CPU), then reused."""
+    name = f"codec_{kind}_{latent_format}_{side}px_{steps}steps.safetensors"
+    path = cache / name
+    if path.exists():
+        return path
+    vae = host_vaes.host_vae(cache, kind, inference=False)
+    space = host_vae.place_vae(vae, latent_format)
+    frozen = host_vae.HostVAE(vae, space)
+    layout = CodecLayout(space.channels, True, 0.0, space.downscale, narrowed_channels(0.125))
+    config = CodecTrainConfig(steps=steps, batch_size=4, learning_rate=learning_rate, discriminator_weight=0.0,
+                              save_every=steps)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_rgba_folder(Path(scratch) / "shapes", 48, side, seed=11)
+        output = Path(scratch) / name
+        with torch.inference_mode(False):
+            train_codec(frozen, frozen.signature, space.name, RGBAFolder(str(folder), side), config, str(output),
+                        layout)
+        shutil.move(output, path)  # without the resume state saved beside it
+    return path

@@ -1,0 +1,175 @@
+"""Teaching Z-Image transparency over HTTP: the shipped train_transparency_lora_zimage graph trains a LoRA with the
+host's Train LoRA on a reduced Z-Image (detected by the host as Z-Image), Save LoRA writes it, and the shipped
+zimage_transparent graph samples with it and writes an RGBA PNG; every key of the saved LoRA applies, and the
+LoRA changes what the model makes. Bad inputs are refused with what to do, the server serving on.
+
+Stand-ins, as a CPU and no downloads require: the SD1.5 checkpoint's real CLIP-L for Qwen3-4B (the reduced model's
+caption embedder is 768 wide), the random `ae` VAE, and a transparency codec taught for that VAE by the pack's
+codec trainer (support/small_codecs.py: the published FLUX codec's weights cannot be had here, and random ones
+carry no alpha). Graphs shrink to 64 px and a few training steps (about 14 s each on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from comfyui_layer_sketch import queue_workflow as client
+from PIL import Image
+from support import fixtures, flux_models, zimage_models
+from support.servers import new_base_dir, start_server
+from support.small_codecs import trained_codec_file
+
+pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.newest_host]  # Train LoRA's outputs: 0.30.0 on
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
+SIZE, IMAGES, CAPTION = 64, 4, "a round sticker"
+CODEC = "zimage_test_codec.safetensors"
+TRAINING = {"steps": 3, "learning_rate": 2e-3, "rank": 8, "batch_size": 1, "grad_accumulation_steps": 1,
+            "training_dtype": "fp32", "lora_dtype": "fp32", "gradient_checkpointing": False}
+
+
+def disc_mask(size: int = SIZE) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    return (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.3 * size) ** 2).astype(np.float32)
+
+
+def write_discs(folder: Path) -> Path:
+    """IMAGES transparent PNGs of the same centred disc in different colours, each captioned CAPTION."""
+    folder.mkdir(parents=True)
+    colours = np.random.default_rng(0).integers(0, 256, (IMAGES, 3))
+    for index, colour in enumerate(colours):
+        rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+        rgba[..., :3], rgba[..., 3] = colour, disc_mask() * 255
+        Image.fromarray(rgba, "RGBA").save(folder / f"disc_{index}.png")
+        (folder / f"disc_{index}.txt").write_text(CAPTION, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def zimage_server(tmp_path_factory, fixture_cache):
+    base = new_base_dir(tmp_path_factory.mktemp, {
+        "diffusion_models": {"z_image_turbo_bf16.safetensors": zimage_models.reduced_zimage_file(fixture_cache)},
+        "vae": {"ae.safetensors": flux_models.flux_vae_file(fixture_cache)},
+        "checkpoints": {fixtures.SD15_CHECKPOINT: fixtures.sd15_checkpoint(fixture_cache)},
+    })
+    layer_folder = tmp_path_factory.mktemp("zimage_models") / "layer_model"
+    layer_folder.mkdir()
+    (layer_folder / CODEC).symlink_to(trained_codec_file(fixture_cache, "ae", "Flux"))
+    server = start_server(base, layer_folder)
+    yield server, base
+    server.stop()
+
+
+def _with_clip_l(graph: dict) -> dict:
+    """The graph with its Qwen3-4B CLIPLoader swapped for the SD1.5 checkpoint's CLIP-L (same node id)."""
+    [loader] = [node_id for node_id, node in graph.items() if node["class_type"] == "CLIPLoader"]
+    graph[loader] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": fixtures.SD15_CHECKPOINT}}
+    for node in graph.values():
+        for name, value in node["inputs"].items():
+            if value == [loader, 0]:
+                node["inputs"][name] = [loader, 1]
+    return graph
+
+
+def _shrunk(name: str, **settings: dict) -> dict:
+    graph = _with_clip_l(client.load_workflow(WORKFLOWS / name))
+    common = {"LayerDiffuseRGBATrainingDataset": {"resolution": SIZE, "codec": CODEC},
+              "TrainLoraNode": TRAINING, "SaveLoRA": {"prefix": "loras/e2e_zimage"},
+              "EmptySD3LatentImage": {"width": SIZE, "height": SIZE}, "KSampler": {"steps": 4},
+              "LayerDiffuseDecode": {"augmentations": "1", "codec": CODEC}}
+    for node in graph.values():
+        node["inputs"].update(common.get(node["class_type"], {}))
+        node["inputs"].update(settings.get(node["class_type"], {}))
+    return graph
+
+
+@pytest.fixture(scope="module")
+def trained_lora(zimage_server, tmp_path_factory) -> Path:
+    """The LoRA the shipped training graph saves, moved into models/loras/ under the name the use graph loads."""
+    server, base = zimage_server
+    images = write_discs(tmp_path_factory.mktemp("rgba") / "discs")
+    result = client.run(server.url, _shrunk("train_transparency_lora_zimage.json", LayerDiffuseRGBATrainingDataset={
+        "image_folder": str(images)}), timeout=1800)
+    assert result.ok, json.dumps(result.error, indent=1)
+    report = json.dumps(result.outputs)
+    assert f"{IMAGES} latents with" in report, report
+    [saved] = (base / "output" / "loras").glob("e2e_zimage_*.safetensors")
+    target = base / "models" / "loras" / "zimage_transparent.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(saved, target)
+    return target
+
+
+def _sampled_rgba(zimage_server, seed: int, strength: float) -> np.ndarray:
+    server, base = zimage_server
+    graph = _shrunk("zimage_transparent.json", KSampler={"seed": seed},
+                    LoraLoaderModelOnly={"strength_model": strength})
+    result = client.run(server.url, graph, timeout=900)
+    assert result.ok, json.dumps(result.error, indent=1)
+    [png] = client.output_paths(result, base / "output")
+    image = Image.open(png)
+    assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
+    return np.asarray(image).astype(np.float32)
+
+
+def test_the_use_graph_writes_rgba_and_the_lora_changes_it(zimage_server, trained_lora):
+    with_lora, without = (_sampled_rgba(zimage_server, 0, strength) for strength in (1.0, 0.0))
+    assert with_lora[..., 3].std() > 0.5, "alpha must vary across the image"
+    assert np.abs(with_lora - without).max() > 2, "the trained LoRA must change the image"
+
+
+def test_every_key_of_the_saved_lora_applies(zimage_server, trained_lora):
+    server, base = zimage_server
+    log = (base / "server.log").read_text(errors="replace")
+    assert "lora key not loaded" not in log, [line for line in log.splitlines() if "lora key not loaded" in line][:5]
+    from safetensors import safe_open
+
+    with safe_open(str(trained_lora), "pt") as lora:
+        keys = list(lora.keys())
+    for block in ("layers.0.", "noise_refiner.1.", "context_refiner.1."):
+        assert any(block in key for key in keys), f"the LoRA trains {block}*: {keys[:8]}"
+
+
+def _dataset_graph(folder: Path, model: list, vae: list, codec: str = CODEC) -> dict:
+    return {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "z_image_turbo_bf16.safetensors",
+                                                        "weight_dtype": "default"}},
+            "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": fixtures.SD15_CHECKPOINT}},
+            "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+            "4": {"class_type": "LayerDiffuseRGBATrainingDataset", "inputs": {
+                "image_folder": str(folder), "model": model, "vae": vae, "clip": ["2", 1], "codec": codec,
+                "resolution": SIZE, "default_caption": ""}},
+            "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 2]}}}
+
+
+def test_bad_inputs_are_refused_clearly_and_the_server_keeps_serving(zimage_server, tmp_path):
+    server, _ = zimage_server
+    discs, opaque = write_discs(tmp_path / "discs"), tmp_path / "opaque"
+    opaque.mkdir()
+    Image.new("RGBA", (SIZE, SIZE), (200, 10, 10, 255)).save(opaque / "opaque.png")
+    flux1_lora = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "z_image_turbo_bf16.safetensors",
+                                                              "weight_dtype": "default"}},
+                  "2": {"class_type": "LayerDiffuseApply", "inputs": {"model": ["1", 0], "mode": "auto", "weight": 1.0,
+                                                                      "start_percent": 0.0, "end_percent": 1.0}},
+                  "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    cases = {
+        "the FLUX.1 LoRA on Z-Image": (flux1_lora, r"samples FLUX.1's latents but is not FLUX.1, and the "
+                                                   r"published transparency LoRA .* is for FLUX.1 only. Train one"),
+        "no transparent image": (_dataset_graph(opaque, ["1", 0], ["3", 0]), r"holds no transparent image to train "
+                                                                               r"on \(0 transparent images; skipped"),
+        "a codec of another latent space": (_dataset_graph(discs, ["2", 0], ["2", 2]),
+                                            rf"The codec {CODEC} was trained for FLUX.1 latents, but the connected "
+                                            r"MODEL \(SD15\) samples SD1.5 latents"),
+    }
+    good = _dataset_graph(discs, ["1", 0], ["3", 0])
+    for case, (graph, pattern) in cases.items():
+        result = client.run(server.url, graph, timeout=600)
+        assert not result.ok, case
+        message = result.error["exception_message"]
+        assert re.search(pattern, message), f"{case}: {message}"
+        after = client.run(server.url, good, timeout=600)
+        assert after.ok and f"{IMAGES} latents with" in json.dumps(after.outputs), (case, after.error)
