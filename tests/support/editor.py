@@ -27,12 +27,14 @@ import hostenv
 from host_server import ComfyServer
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from workflow_ui import USER_FILE_INPUTS
 
 PACK_FOLDER = "comfyui_layer_sketch"  # the pack's folder name in custom_nodes: the template browser's label
 OFFLINE_NOISE = re.compile(r"api\.comfy\.org|huggingface\.co|Content Security Policy")
 ARTIFACTS = hostenv.REPO / ".test-artifacts" / "editor"
-# Inputs of the pack's workflows that name the user's own files, not choices.
-MODEL_INPUTS = ["ckpt_name", "unet_name", "clip_name1", "clip_name2", "vae_name", "control_net_name", "predictor_name"]
+# Inputs of the pack's workflows that name the user's own model files, not choices (their example pictures are
+# in the input folder and must be found).
+MODEL_INPUTS = sorted(USER_FILE_INPUTS - {"image"})
 PACK_CATEGORIES = {"layer_diffuse", "sketch_guidance"}
 PACK_WORKFLOWS = sorted(path.stem for path in (hostenv.REPO / "workflows").glob("*.json"))
 
