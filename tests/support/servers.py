@@ -90,3 +90,18 @@ def start_server(base: Path, layer_folder: Path, extra_args: tuple[str, ...] = (
     server.start()
     _RUNNING.append(server)
     return server
+
+
+def pause_others() -> list[ComfyServer]:
+    """Stop this session's running servers, for a test whose model needs the machine's memory to itself (a
+    server's freed models can stay resident on a CPU); `resume` starts them again on the same ports."""
+    paused = [server for server in _RUNNING if server.alive()]
+    for server in paused:
+        server.stop()
+    return paused
+
+
+def resume(paused: list[ComfyServer]) -> None:
+    for server in paused:
+        server.start()
+
