@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
+from safetensors import safe_open
 from support import fixtures, flux_models, zimage_models
 from support.servers import new_base_dir, pause_others, resume, start_server
 from support.small_codecs import trained_codec_file
@@ -128,23 +129,22 @@ def test_the_use_graph_writes_rgba_and_the_lora_changes_it(zimage_server, traine
 
 def test_every_key_of_the_saved_lora_applies(zimage_server, trained_lora):
     server, base = zimage_server
+    _sampled_rgba(zimage_server, 1, 1.0)  # the host's LoRA loader has run, whichever tests ran before
     log = (base / "server.log").read_text(errors="replace")
     assert "lora key not loaded" not in log, [line for line in log.splitlines() if "lora key not loaded" in line][:5]
-    from safetensors import safe_open
-
     with safe_open(str(trained_lora), "pt") as lora:
         keys = list(lora.keys())
     for block in ("layers.0.", "noise_refiner.1.", "context_refiner.1."):
         assert any(block in key for key in keys), f"the LoRA trains {block}*: {keys[:8]}"
 
 
-def _dataset_graph(folder: Path, model: list, vae: list, codec: str = CODEC) -> dict:
+def _dataset_graph(folder: Path, model: list, vae: list) -> dict:
     return {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "z_image_turbo_bf16.safetensors",
                                                         "weight_dtype": "default"}},
             "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": fixtures.SD15_CHECKPOINT}},
             "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
             "4": {"class_type": "LayerDiffuseRGBATrainingDataset", "inputs": {
-                "image_folder": str(folder), "model": model, "vae": vae, "clip": ["2", 1], "codec": codec,
+                "image_folder": str(folder), "model": model, "vae": vae, "clip": ["2", 1], "codec": CODEC,
                 "resolution": SIZE, "default_caption": ""}},
             "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 2]}}}
 
