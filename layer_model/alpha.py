@@ -103,3 +103,24 @@ def stack_layers(named: list[tuple[str, torch.Tensor | None]]) -> tuple[list[str
             pixels = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1)
         layers.append(pixels.expand(batch, -1, -1, -1))
     return [name for name, _ in present], layers
+
+
+def split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B,H,W,3] RGB, [B,H,W,1] alpha) from an RGBA IMAGE or an IMAGE plus a host MASK (1 = transparent)."""
+    if mask is not None:
+        mask = mask.reshape((-1,) + tuple(mask.shape[-2:]))
+        if tuple(mask.shape[-2:]) != tuple(image.shape[1:3]):
+            raise ValueError(
+                f"The mask is {mask.shape[-1]}x{mask.shape[-2]} px but the image is {image.shape[2]}x{image.shape[1]}"
+                " px. Use the mask that belongs to this image (Load Image gives both), or resize them together."
+            )
+        if mask.shape[0] not in (1, image.shape[0]):
+            raise ValueError(f"The mask batch ({mask.shape[0]}) does not match the image batch ({image.shape[0]}).")
+        alpha = (1.0 - mask).expand(image.shape[0], -1, -1).unsqueeze(-1)
+        return image[..., :3], alpha.to(image)
+    if image.shape[-1] != 4:
+        raise ValueError(
+            f"The image has {image.shape[-1]} channels and no mask is connected, so there is no transparency to "
+            "encode. Give an RGBA image (4 channels), or connect its MASK (Load Image's second output)."
+        )
+    return image[..., :3], image[..., 3:]

@@ -8,7 +8,7 @@ from .layer_diffuse import (
     LayerDiffuseDiffApply,
     LayerDiffuseJointApply,
 )
-from .layers import LayerDiffuseComposite, LayerDiffuseSaveLayers
+from .layers import LayerDiffuseComposite, LayerDiffuseSaveLayers, LayerDiffuseSaveLayerStack
 from .lora_training import LayerDiffuseRGBATrainingDataset
 from .sketch import SketchGuidanceApply, SketchGuidanceLoadPredictor, SketchGuidanceTrainPredictor, SketchToEdgeMap
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
@@ -25,6 +25,7 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseEncode": LayerDiffuseEncode,
     "LayerDiffuseComposite": LayerDiffuseComposite,
     "LayerDiffuseSaveLayers": LayerDiffuseSaveLayers,
+    "LayerDiffuseSaveLayerStack": LayerDiffuseSaveLayerStack,
     "LayerDiffuseTrainTransparentVAE": LayerDiffuseTrainTransparentVAE,
     "LayerDiffuseRGBATrainingDataset": LayerDiffuseRGBATrainingDataset,
     "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
@@ -44,6 +45,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseEncode": "Layer Diffuse Encode (RGBA)",
     "LayerDiffuseComposite": "Layer Diffuse Composite (RGBA)",
     "LayerDiffuseSaveLayers": "Layer Diffuse Save Layers (ORA/PSD)",
+    "LayerDiffuseSaveLayerStack": "Layer Diffuse Save Layer Stack (ORA/PSD)",
     "LayerDiffuseTrainTransparentVAE": "Layer Diffuse Train Transparent VAE",
     "LayerDiffuseRGBATrainingDataset": "Layer Diffuse RGBA Training Dataset",
     "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
