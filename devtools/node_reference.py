@@ -9,7 +9,8 @@ from __future__ import annotations
 
 PACK_MODULE = "comfyui_layer_sketch"
 FILE_LISTS = {"predictor_name": "a file in `models/edge_predictor`",  # choices that depend on the user's files
-              "codec": "`published`, or a trained codec file in `models/layer_model`"}
+              "codec": "`published`, `published (SDXL diffusers set)`, or a trained codec file in "
+                       "`models/layer_model`"}
 HEADER = ("# Node reference\n\nGenerated from the nodes' own definitions by `devtools/node_reference.py`; "
           "the same text appears as tooltips in the graph editor.\n")
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from ._common import families
 from .latent_spaces import FLUX, SD15, SDXL, SPACES, LatentSpace
 from .trained_codec import CodecFileError, CodecInfo
-from .transparent_codec import CODECS, CodecLayout
+from .transparent_codec import CODEC_SETS, CODECS, CodecLayout
+from .weights import DIFFUSERS
 
 PUBLISHED = "published"  # the codec combo's default: the published file of the latent space
+# Further published sets the combo offers by name: (family, weight set). Saved in workflows: never renamed.
+PUBLISHED_SETS = {"published (SDXL diffusers set)": (families.SDXL, DIFFUSERS)}
 SPACE_OF_FAMILY = {families.SD15: SD15, families.SDXL: SDXL, families.FLUX: FLUX}
 FAMILY_OF_SPACE = {space.name: family for family, space in SPACE_OF_FAMILY.items()}
 TRAIN_NODE = "Layer Diffuse Train Transparent VAE"
@@ -25,17 +28,20 @@ TRAIN_COMMAND = "python -m layer_model.train_codec"  # codec_cli.py, run from th
 
 @dataclass(frozen=True)
 class Codec:
-    """A published family's codec (`base`), or a trained codec file (`path`, `name` as the folder lists it)."""
+    """A published family's codec (`base`, of `weight_set`), or a trained codec file (`path`, `name` as the folder
+    lists it)."""
 
     space: LatentSpace
     layout: CodecLayout
     base: str = ""
     path: str = ""
     name: str = ""
+    weight_set: str = ""  # "" a family's first published set; else another (weights.DIFFUSERS)
 
     @classmethod
-    def published(cls, base: str) -> Codec:
-        return cls(SPACE_OF_FAMILY[base], CODECS[base], base=base)
+    def published(cls, base: str, weight_set: str = "") -> Codec:
+        layout = CODEC_SETS[(base, weight_set)] if weight_set else CODECS[base]
+        return cls(SPACE_OF_FAMILY[base], layout, base=base, weight_set=weight_set)
 
     @classmethod
     def trained(cls, name: str, path: str, info: CodecInfo) -> Codec:
@@ -52,7 +58,8 @@ class Codec:
 
     def describe(self, start: bool = False) -> str:
         """For messages; `start`: capitalised, to begin a sentence."""
-        text = f"the published {self.base} codec" if self.base else f"the codec {self.name}"
+        published = f"the published {self.base} codec" + (f" ({self.weight_set} set)" if self.weight_set else "")
+        text = published if self.base else f"the codec {self.name}"
         return text[0].upper() + text[1:] if start else text
 
 
@@ -104,7 +111,8 @@ def data_refusal(codec: Codec, shape: Sequence[int] | None, vae_spaces: Sequence
 
 def choose_codec(trained: Codec | None, sd_version: str, model_space: LatentSpace | None, model_name: str,
                  data: Callable[[], Sequence[LatentSpace]], latent_shape: Sequence[int] | None = None) -> Codec:
-    """The codec to run: `trained`, checked against the latents in use, or (None) the published one for them.
+    """The codec to run: `trained` (a trained file or a published set chosen by name), checked against the latents
+    in use, or (None) the published one for them.
 
     `model_space`: the connected MODEL's (None: no MODEL), `model_name` its config class, for messages;
     `data`: the spaces the LATENT (of `latent_shape`) or, when encoding, the VAE allows, asked for only after the

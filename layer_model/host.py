@@ -22,6 +22,7 @@ from ._common import host as common_host
 from .codec_choice import (
     FAMILY_OF_SPACE,
     PUBLISHED,
+    PUBLISHED_SETS,
     Codec,
     check_latent_frames,
     check_published_latent,
@@ -104,8 +105,8 @@ def trained_codec_names() -> list[str]:
 
 
 def codec_choices() -> list[str]:
-    """The codec combo: 'published' first (the default), then the trained files."""
-    return [PUBLISHED, *trained_codec_names()]
+    """The codec combo: 'published' first (the default), the further published sets, then the trained files."""
+    return [PUBLISHED, *PUBLISHED_SETS, *trained_codec_names()]
 
 
 def trained_codec_named(name: str) -> Codec:
@@ -122,7 +123,12 @@ def trained_codec_named(name: str) -> Codec:
 
 
 def _chosen(codec: str) -> Codec | None:
-    return None if codec == PUBLISHED else trained_codec_named(codec)
+    """None for 'published' (the family's first set, chosen later from the latents in use), else the named codec."""
+    if codec == PUBLISHED:
+        return None
+    if codec in PUBLISHED_SETS:
+        return Codec.published(*PUBLISHED_SETS[codec])
+    return trained_codec_named(codec)
 
 
 # The host's latent format classes of the spaces a codec exists or can be trained for, matched exactly: Flux
@@ -255,7 +261,7 @@ def load_codec(kind: str, codec: Codec | str, setup: CodecSetup | None = None) -
     codec = Codec.published(codec) if isinstance(codec, str) else codec
     load_device = mm.get_torch_device()
     setup = setup or codec_setup(families.AUTO, device_traits(load_device))
-    weight, prefix = weights.codec_file(codec.base, kind) if codec.base else (None, "")
+    weight, prefix = weights.codec_file(codec.base, kind, codec.weight_set) if codec.base else (None, "")
     path = ensure_weight(weight) if weight is not None else codec.path
     stat = os.stat(path)
     key = (path, kind, stat.st_mtime_ns, stat.st_size, setup)

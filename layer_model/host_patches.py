@@ -25,7 +25,15 @@ from .attention_patches import ControlPatches, block_key, route_patches
 from .attention_sharing import AttentionSharingLayers, AttentionSharingUnit, SharingState, attention_paths
 from .flux_lora import GatedLoRALinear, LoRAPair, LoRAPiece, parse_peft_lora
 from .modes import LayerMode
-from .unet_patches import CONV_IN, GatedDelta, SigmaGate, WeightDelta, concat_channels, parse_unet_patches
+from .unet_patches import (
+    CONV_IN,
+    GatedDelta,
+    SigmaGate,
+    WeightDelta,
+    concat_channels,
+    diffusers_offsets,
+    parse_unet_patches,
+)
 
 ModelPatcher = comfy.model_patcher.ModelPatcher
 
@@ -65,14 +73,16 @@ def _host_patch(key: str, delta: WeightDelta):
     return ("diff", (delta.diff, {"pad_weight": key == CONV_IN}))
 
 
-def _check_fits(deltas: dict[str, WeightDelta], model: ModelPatcher, name: str) -> None:
+def _check_fits(deltas: dict[str, WeightDelta], model: ModelPatcher, name: str, wide_conv_in: bool = True) -> None:
+    """Refuse deltas without a model weight of their shape; `wide_conv_in`: conv_in may add input channels."""
     model_weights = model.model.state_dict()
     misfits = []
     for key, delta in deltas.items():
         target = model_weights.get(key)
         if target is None:
             misfits.append(f"{key} (not in this model)")
-        elif key != CONV_IN and delta.shape != tuple(target.flatten(1).shape if delta.is_lora else target.shape):
+        elif (not wide_conv_in or key != CONV_IN) and \
+                delta.shape != tuple(target.flatten(1).shape if delta.is_lora else target.shape):
             misfits.append(f"{key} ({delta.shape} vs {tuple(target.shape)})")
     if misfits:
         raise ValueError(f"{name} does not fit the connected model: {len(misfits)} of its {len(deltas)} weights "
@@ -92,21 +102,55 @@ def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float, c
     check_mode_fits(model, mode)
     sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
     path = _weight_file_path(mode)
-    deltas = parse_unet_patches(weights.load_state_dict(path), path)
-    _check_fits(deltas, model, path)
+    deltas = _mode_deltas(model, mode, path)
     expected = concat_channels(deltas, model.model.diffusion_model.in_channels)
     if expected != condition_channels:
         raise ValueError(f"{path} expects {expected} concatenated condition channels but '{mode.name}' gives "
                          f"{condition_channels}: the file under that name is not the published one.")
     patched = model.clone()
     if (start_percent, end_percent) == (0.0, 1.0):
-        patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
+        applied = patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
+        if len(applied) != len(deltas):  # never a silent partial patch
+            raise ValueError(f"{path}: the host applied {len(applied)} of its {len(deltas)} weight deltas.")
     else:
         _gate_deltas(patched, deltas, strength, SigmaGate(sigma_start, sigma_end))
     if condition_channels:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "layer_sketch_concat",
                                      _check_condition_size)
     return patched
+
+
+def _mode_deltas(model: ModelPatcher, mode: LayerMode, path: str) -> dict[str, WeightDelta]:
+    """Model key -> delta from the mode's file, every key checked against the model's weights and shapes."""
+    state = weights.load_state_dict(path)
+    if mode.kind == "diffusers_weights":
+        return diffusers_deltas(model, mode, state, path)
+    deltas = parse_unet_patches(state, path)
+    _check_fits(deltas, model, path)
+    return deltas
+
+
+def diffusers_deltas(model: ModelPatcher, mode: LayerMode, state: dict[str, torch.Tensor],
+                     path: str) -> dict[str, WeightDelta]:
+    """Model key -> offset from a file keyed by diffusers UNet names; refused unless every key maps onto a weight
+    of the model with the offset's shape."""
+    deltas, unmapped = diffusers_offsets(state, diffusers_key_map(model))
+    if unmapped or not deltas:
+        raise ValueError(
+            f"{path}: {len(unmapped)} of its {len(state)} keys name no weight of the connected "
+            f"{type(model.model).__name__} model's UNet in diffusers names (e.g. {unmapped[:2]}), so nothing was "
+            f"applied. '{mode.name}' needs {weights.REGISTRY[mode.file].description}, keys such as "
+            "'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight'; replace the file with the "
+            "published one.")
+    _check_fits(deltas, model, path, wide_conv_in=False)
+    return deltas
+
+
+def diffusers_key_map(model: ModelPatcher) -> dict[str, str]:
+    """diffusers UNet2DConditionModel weight name -> the model's key, by the host's own map (the one it loads
+    diffusers-format UNets with)."""
+    names = comfy.utils.unet_to_diffusers(model.model.model_config.unet_config)
+    return {name: f"diffusion_model.{key}" for name, key in names.items()}
 
 
 def _gate_deltas(patched: ModelPatcher, deltas: dict[str, WeightDelta], strength: float, gate: SigmaGate) -> None:

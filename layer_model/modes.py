@@ -15,7 +15,9 @@ class LayerMode:
     file: str
     frames: int = 1  # layers generated together per sample (SD1.5 attention sharing)
     use_control: bool = False  # SD1.5: a given layer steers the others through a control image
-    kind: str = "attention_sharing"  # "weights": SDXL LoRA/diff merged into the UNet; "peft_lora": FLUX LoRA
+    # "weights": SDXL LoRA/diff merged into the UNet; "diffusers_weights": the same from a file keyed by diffusers
+    # UNet names; "peft_lora": FLUX LoRA
+    kind: str = "attention_sharing"
 
 
 TRANSPARENT_MODES = (
@@ -24,7 +26,11 @@ TRANSPARENT_MODES = (
     LayerMode("SDXL transparent (conv injection)", SDXL, "layer_xl_transparent_conv.safetensors", kind="weights"),
     LayerMode("SD1.5 transparent (attention sharing)", SD15, "layer_sd15_transparent_attn.safetensors"),
     LayerMode("FLUX.1 transparent (LoRA)", FLUX, "layerlora.safetensors", kind="peft_lora"),
+    # Last, so that 'auto' keeps picking attention injection for SDXL.
+    LayerMode("SDXL transparent (diffusers set)", SDXL, "ld_diffusers_sdxl_attn.safetensors",
+              kind="diffusers_weights"),
 )
+WEIGHT_KINDS = ("weights", "diffusers_weights")  # the modes whose patches are weight deltas
 
 
 def transparent_mode(name: str, base: str) -> LayerMode:

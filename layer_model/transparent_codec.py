@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .alpha import composite_on_grey, fill_transparent_rgb
 from .median import lower_median
 from .transparent_vae import DecoderConfig, TransparencyEncoder, TransparentDecoder
-from .weights import FLUX, SD15, SDXL
+from .weights import DIFFUSERS, FLUX, SD15, SDXL
 
 LATENT_SCALE = 8  # pixels per latent cell of the SD1.5, SDXL and FLUX.1 VAEs (the published codecs')
 
@@ -43,6 +43,10 @@ class CodecLayout:
 SD_CODEC = CodecLayout(latent_channels=4, alpha_first=True, offset_scale=1.0)
 FLUX_CODEC = CodecLayout(latent_channels=16, alpha_first=False, offset_scale=300.0)  # the port's `alpha=300`
 CODECS = {SD15: SD_CODEC, SDXL: SD_CODEC, FLUX: FLUX_CODEC}
+# LayerDiffusion's diffusers set (SDXL): the same modules, its encoder's output times 300. Its VAE input,
+# (rgb*2-1)*alpha in the VAE's [-1, 1], is the 50% grey composite `encoder_inputs` makes in [0, 1].
+SD_DIFFUSERS_CODEC = CodecLayout(latent_channels=4, alpha_first=True, offset_scale=300.0)
+CODEC_SETS = {(SDXL, DIFFUSERS): SD_DIFFUSERS_CODEC}  # (family, weight set) -> layout, past a family's first set
 
 Variant = tuple[bool, int]  # (horizontal flip, quarter turns)
 

@@ -4,6 +4,9 @@ Keys are `diffusion_model.<LDM path>.weight` plus a suffix: `::lora::0` (up, [ou
 `::lora::1` (down, [r, in]) for the attention LoRA, `::diff::0` for a dense offset. The `conv_in`
 offset of the layer models is wider than the model's own weight: it adds input channels for the
 concatenated condition latent(s).
+
+The diffusers set's file holds plain offsets under diffusers `UNet2DConditionModel` names (no suffix); the
+host's own map of those names onto its UNet is passed in.
 """
 
 from __future__ import annotations
@@ -57,6 +60,21 @@ def parse_unet_patches(state: dict[str, torch.Tensor], source: str = "file") -> 
             raise ValueError(f"{source}: LoRA ranks of {key} disagree ({ups[key].shape} @ {downs[key].shape}).")
         result[key] = WeightDelta(up=ups[key], down=downs[key])
     return result
+
+
+def diffusers_offsets(state: dict[str, torch.Tensor],
+                      key_map: dict[str, str]) -> tuple[dict[str, WeightDelta], list[str]]:
+    """(model key -> dense offset, the file's keys `key_map` has no model key for) of a diffusers-keyed file.
+
+    `key_map` maps diffusers UNet names (`down_blocks.1.attentions.0...to_q.weight`) to model keys.
+    """
+    deltas, unmapped = {}, []
+    for key, tensor in state.items():
+        if key in key_map:
+            deltas[key_map[key]] = WeightDelta(diff=tensor)
+        else:
+            unmapped.append(key)
+    return deltas, sorted(unmapped)
 
 
 def concat_channels(deltas: dict[str, WeightDelta], model_in_channels: int) -> int:

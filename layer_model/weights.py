@@ -26,6 +26,10 @@ REVISION = "e337e9d7a0f2a6fee6c3580374327380f88d065b"
 # The FLUX port publishes no revision or hash that could be pinned: its files come from the default branch
 # and are checked against the hash the server states for them.
 FLUX_REPOSITORY, FLUX_REVISION = "RedAIGC/Flux-version-LayerDiffuse", "main"
+# LayerDiffusion's second SDXL set, for diffusers (code: github lllyasviel/LayerDiffuse_DiffusersCLI, Apache-2.0):
+# likewise no pinnable revision or published hash; the server's hash is checked.
+DIFFUSERS_REPOSITORY, DIFFUSERS_REVISION = "lllyasviel/LayerDiffuse_Diffusers", "main"
+DIFFUSERS = "diffusers"  # the weight set of those files; "" is a family's first published set
 BASE_URL_ENV = "LAYER_SKETCH_WEIGHTS_URL"  # a mirror (or a test server) serving the same file names
 OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetch by hand
 FOLDER_NAME = "layer_model"
@@ -39,13 +43,15 @@ log = logging.getLogger(__name__)
 class WeightFile:
     name: str
     base: str  # SDXL, SD1.5 or FLUX
-    kind: str  # decoder, encoder, codec (both), unet_lora, unet_diff, attention_sharing, peft_lora, pickle
+    # decoder, encoder, codec (both), unet_lora, unet_diff, unet_diffusers_diff, attention_sharing, peft_lora, pickle
+    kind: str
     sha256: str | None  # None where no trusted hash is published: then the server's own hash is checked
     description: str
     repository: str = REPOSITORY
     revision: str = REVISION
     source: str | None = None  # a published pickle this file is converted from, once, on first use
     also_in: tuple[str, ...] = ()  # other host model folders where guides elsewhere tell users to put it
+    weight_set: str = ""  # which published set of its family: "" the first (v1, the FLUX port), DIFFUSERS
 
     @property
     def url(self) -> str:
@@ -103,26 +109,35 @@ REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
     WeightFile("TransparentVAE.safetensors", FLUX, "codec", None,
                "the FLUX transparent VAE (decoder + offset encoder)", FLUX_REPOSITORY, FLUX_REVISION,
                source="TransparentVAE.pth"),
+    WeightFile("ld_diffusers_sdxl_attn.safetensors", SDXL, "unet_diffusers_diff", None,
+               "the SDXL transparency offsets of the diffusers set (dense, diffusers UNet key names)",
+               DIFFUSERS_REPOSITORY, DIFFUSERS_REVISION, weight_set=DIFFUSERS),
+    WeightFile("ld_diffusers_sdxl_vae_transparent_decoder.safetensors", SDXL, "decoder", None,
+               "the transparent decoder of the SDXL diffusers set", DIFFUSERS_REPOSITORY, DIFFUSERS_REVISION,
+               weight_set=DIFFUSERS),
+    WeightFile("ld_diffusers_sdxl_vae_transparent_encoder.safetensors", SDXL, "encoder", None,
+               "the transparent encoder of the SDXL diffusers set", DIFFUSERS_REPOSITORY, DIFFUSERS_REVISION,
+               weight_set=DIFFUSERS),
 )}
 
 # The FLUX port ships decoder and encoder in one file, under these key prefixes.
 CODEC_PREFIXES = {"decoder": "decoder.", "encoder": "encoder."}
 
 
-def file_for(base: str, kind: str) -> WeightFile:
-    """The single published file of `kind` for `base` (decoder and encoder have one each)."""
-    matches = [f for f in REGISTRY.values() if f.base == base and f.kind == kind]
+def file_for(base: str, kind: str, weight_set: str = "") -> WeightFile:
+    """The single published file of `kind` for `base` in `weight_set` (decoder and encoder have one each)."""
+    matches = [f for f in REGISTRY.values() if (f.base, f.kind, f.weight_set) == (base, kind, weight_set)]
     if len(matches) != 1:
-        raise KeyError(f"no single {kind} file for {base}: {[f.name for f in matches]}")
+        raise KeyError(f"no single {kind} file for {base} {weight_set}: {[f.name for f in matches]}")
     return matches[0]
 
 
-def codec_file(base: str, kind: str) -> tuple[WeightFile, str]:
-    """(file, key prefix) holding the `kind` ('decoder' or 'encoder') of `base`'s transparent VAE."""
-    combined = [f for f in REGISTRY.values() if f.base == base and f.kind == "codec"]
+def codec_file(base: str, kind: str, weight_set: str = "") -> tuple[WeightFile, str]:
+    """(file, key prefix) holding the `kind` ('decoder' or 'encoder') of `base`'s transparent VAE in `weight_set`."""
+    combined = [f for f in REGISTRY.values() if (f.base, f.kind, f.weight_set) == (base, "codec", weight_set)]
     if combined:
         return combined[0], CODEC_PREFIXES[kind]
-    return file_for(base, kind), ""
+    return file_for(base, kind, weight_set), ""
 
 
 class WeightFileError(RuntimeError):

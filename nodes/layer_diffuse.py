@@ -10,6 +10,7 @@ from ..layer_model.modes import (
     DIFF_MODES,
     JOINT_MODE,
     TRANSPARENT_MODES,
+    WEIGHT_KINDS,
     mode_named,
     transparent_mode,
 )
@@ -50,7 +51,9 @@ class LayerDiffuseApply(_ModelPatchNode):
                     "default": AUTO,
                     "tooltip": "'auto' picks the mode for the connected model: attention injection for SDXL, "
                                "attention sharing for SD1.5, the transparency LoRA for FLUX.1. Conv injection "
-                               "(SDXL) keeps prompts a little less faithful but works with more fine-tunes."}),
+                               "(SDXL) keeps prompts a little less faithful but works with more fine-tunes. "
+                               "The diffusers set (SDXL) is LayerDiffusion's second SDXL release: decode and "
+                               "encode with its own codec ('published (SDXL diffusers set)')."}),
                 "weight": WEIGHT,
             },
             "optional": {"start_percent": START, "end_percent": END},
@@ -58,7 +61,7 @@ class LayerDiffuseApply(_ModelPatchNode):
 
     def apply(self, model, mode, weight, start_percent=0.0, end_percent=1.0):
         chosen = transparent_mode(mode, host.base_from_model(model))
-        if chosen.kind == "weights":
+        if chosen.kind in WEIGHT_KINDS:
             return (host_patches.apply_weight_deltas(model, chosen, weight, 0, start_percent, end_percent),)
         if chosen.kind == "peft_lora":
             return (host_patches.apply_peft_lora(model, chosen, weight, start_percent, end_percent),)

@@ -35,7 +35,9 @@ def codec_input() -> tuple:
     return (host.codec_choices(), {
         "default": PUBLISHED,
         "tooltip": "Which transparency codec decodes/encodes. 'published': LayerDiffusion's file for SD1.5, SDXL "
-                   "or FLUX.1 (downloaded when missing). Or a codec trained with Layer Diffuse Train Transparent "
+                   "or FLUX.1 (downloaded when missing). 'published (SDXL diffusers set)': the codec of "
+                   "LayerDiffusion's second SDXL set, for latents made with the 'SDXL transparent (diffusers set)' "
+                   "mode. Or a codec trained with Layer Diffuse Train Transparent "
                    "VAE (models/layer_model): the only way for SD3, FLUX.2 and Qwen-Image; it must have been trained "
                    "for the latents in use, or it is refused."})
 

@@ -15,6 +15,7 @@ import comfy.model_management as mm
 import pytest
 import torch
 from comfyui_layer_sketch.layer_model import host
+from comfyui_layer_sketch.layer_model.codec_choice import PUBLISHED_SETS
 from comfyui_layer_sketch.layer_model.latent_spaces import SPACES
 from comfyui_layer_sketch.layer_model.trained_codec import CodecInfo, save_codec
 from comfyui_layer_sketch.layer_model.transparent_codec import encoder_inputs, narrowed_channels
@@ -82,7 +83,7 @@ def _nothing_loaded_from(folder: Path) -> bool:
 def test_the_codec_list_holds_the_trained_files_only(codecs):
     for node in (Decode, DecodeSplit, Encode):
         choices, options = node.INPUT_TYPES()["optional"]["codec"]
-        assert choices == ["published", *sorted(CODEC_FILES.values())], node.__name__
+        assert choices == ["published", *PUBLISHED_SETS, *sorted(CODEC_FILES.values())], node.__name__
         assert options["default"] == "published" and "Train Transparent VAE" in options["tooltip"]
     # Each file's header is read once per version of it; a new file appears at the next refresh.
     write_codec(codecs / "later.safetensors", "Flux2")

@@ -234,6 +234,9 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.utils.ProgressBar.update_absolute", "(done, total)", f"{LH}, nodes/sketch.py"),
     Use("comfy.utils.ProgressBar.update", "(count)", LH),
     Use("comfy.utils.get_attr", "(model, path)", LP),
+    # The diffusers set's offsets: the host's map of diffusers UNet names, read from the MODEL's UNet config
+    Use("comfy.utils.unet_to_diffusers", "(unet_config)", LP),  # what it maps: tests/host/test_diffusers_set.py
+    Use(f"{SDXL}.model.model_config.unet_config", where=LP),
     Use("comfy.cli_args.args", where="common/host_path.py"),
     Use("comfy.cli_args.args.cpu", where="common/host_path.py"),
     # folder_paths

@@ -26,32 +26,42 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-# Every file the two repositories publish (LayerDiffusion/layerdiffusion-v1, RedAIGC/Flux-version-LayerDiffuse).
+# Every file the three repositories publish (LayerDiffusion/layerdiffusion-v1, RedAIGC/Flux-version-LayerDiffuse,
+# lllyasviel/LayerDiffuse_Diffusers: the names its CLI downloads).
 PUBLISHED = {f"layer_xl_{name}.safetensors" for name in ("transparent_attn", "transparent_conv", "fg2ble", "bg2ble",
                                                           "fgble2bg", "bgble2fg")} | \
             {f"layer_sd15_{name}.safetensors" for name in ("vae_transparent_decoder", "vae_transparent_encoder",
                                                             "transparent_attn", "joint", "fg2bg", "bg2fg")} | \
             {"vae_transparent_decoder.safetensors", "vae_transparent_encoder.safetensors", "layerlora.safetensors",
              "TransparentVAE.pth"}
+DIFFUSERS_SET = {f"ld_diffusers_sdxl_{name}.safetensors" for name in ("attn", "vae_transparent_encoder",
+                                                                       "vae_transparent_decoder")}
 
 
 def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
     monkeypatch.delenv(weights.BASE_URL_ENV, raising=False)
     # ... and the pack's own conversion of the FLUX port's pickled TransparentVAE.pth
-    assert set(weights.REGISTRY) == PUBLISHED | {"TransparentVAE.safetensors"}
+    assert set(weights.REGISTRY) == PUBLISHED | DIFFUSERS_SET | {"TransparentVAE.safetensors"}
     for entry in weights.REGISTRY.values():
         assert entry.base in (weights.SDXL, weights.SD15, weights.FLUX)
         assert entry.name.endswith(".safetensors") or entry.kind == "pickle"
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
-        pinned = weights.REVISION if entry.base != weights.FLUX else weights.FLUX_REVISION
+        pinned = {weights.REPOSITORY: weights.REVISION, weights.FLUX_REPOSITORY: weights.FLUX_REVISION,
+                  weights.DIFFUSERS_REPOSITORY: weights.DIFFUSERS_REVISION}[entry.repository]
+        assert (entry.repository == weights.DIFFUSERS_REPOSITORY) == (entry.weight_set == weights.DIFFUSERS)
         assert entry.url == f"https://huggingface.co/{entry.repository}/resolve/{pinned}/{entry.name}"
     unhashed = {n for n, e in weights.REGISTRY.items() if e.sha256 is None}
     assert unhashed == {"vae_transparent_encoder.safetensors", "layer_sd15_vae_transparent_encoder.safetensors",
-                        "layerlora.safetensors", "TransparentVAE.pth", "TransparentVAE.safetensors"}
+                        "layerlora.safetensors", "TransparentVAE.pth", "TransparentVAE.safetensors"} | DIFFUSERS_SET
     assert weights.file_for(weights.SD15, "decoder").name == "layer_sd15_vae_transparent_decoder.safetensors"
     assert weights.file_for(weights.SDXL, "encoder").name == "vae_transparent_encoder.safetensors"
     assert weights.codec_file(weights.FLUX, "decoder") == (weights.REGISTRY["TransparentVAE.safetensors"], "decoder.")
     assert weights.codec_file(weights.SDXL, "decoder") == (weights.REGISTRY["vae_transparent_decoder.safetensors"], "")
+    for kind in ("decoder", "encoder"):  # the diffusers set's own pair, beside v1's
+        name = f"ld_diffusers_sdxl_vae_transparent_{kind}.safetensors"
+        assert weights.codec_file(weights.SDXL, kind, weights.DIFFUSERS) == (weights.REGISTRY[name], "")
+    assert weights.REGISTRY["ld_diffusers_sdxl_attn.safetensors"].url == (
+        "https://huggingface.co/lllyasviel/LayerDiffuse_Diffusers/resolve/main/ld_diffusers_sdxl_attn.safetensors")
 
 
 def test_download_with_the_right_hash_lands_in_place(server_url, tmp_path, monkeypatch):
