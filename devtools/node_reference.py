@@ -10,7 +10,9 @@ from __future__ import annotations
 PACK_MODULE = "comfyui_layer_sketch"
 FILE_LISTS = {"predictor_name": "a file in `models/edge_predictor`",  # choices that depend on the user's files
               "codec": "`published`, `published (SDXL diffusers set)`, or a trained codec file in "
-                       "`models/layer_model`"}
+                       "`models/layer_model`",
+              "vae_name": "`alphavae_flux1_rgba_vae.safetensors`, `flux2_klein_alpha_rgba_vae.safetensors`, or a "
+                          "`.safetensors` file in `models/vae`"}
 HEADER = ("# Node reference\n\nGenerated from the nodes' own definitions by `devtools/node_reference.py`; "
           "the same text appears as tooltips in the graph editor.\n")
 

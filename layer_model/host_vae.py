@@ -58,7 +58,7 @@ def candidate_spaces(vae) -> tuple[LatentSpace, ...]:
     found: tuple[LatentSpace, ...] = ()
     if isinstance(model, wan_vae.WanVAE) and getattr(vae, "output_channels", 3) == 3:
         found = (WAN21,) if shape == (WAN21.channels, WAN21.downscale) else ()
-    elif _is_kl_autoencoder(model) and vae.latent_dim == 2:
+    elif _is_kl_autoencoder(model) and vae.latent_dim == 2 and getattr(vae, "output_channels", 3) == 3:  # not RGBA
         if getattr(model, "bn", None) is not None:  # FLUX.2's latent normalisation
             found = (FLUX2,) if shape == (FLUX2.channels, FLUX2.downscale) else ()
         elif shape[1] == 8:

@@ -30,11 +30,17 @@ FLUX_REPOSITORY, FLUX_REVISION = "RedAIGC/Flux-version-LayerDiffuse", "main"
 # likewise no pinnable revision or published hash; the server's hash is checked.
 DIFFUSERS_REPOSITORY, DIFFUSERS_REVISION = "lllyasviel/LayerDiffuse_Diffusers", "main"
 DIFFUSERS = "diffusers"  # the weight set of those files; "" is a family's first published set
+# RGBA VAEs (the VAE itself widened to 4 image channels), as diffusers saves them. Neither hub repository publishes
+# a pinnable revision or hash either: the default branch, checked against the server's hash.
+ALPHAVAE_REPOSITORY, ALPHAVAE_REVISION = "o0o0o00o0/AlphaVAE", "main"  # code github o0o0o00o0/AlphaVAE: no licence
+FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION = "trmz/flux2-klein-alpha", "main"  # the VAE: Apache-2.0
+RGBA_VAE = "rgba_vae"  # their kind
 BASE_URL_ENV = "LAYER_SKETCH_WEIGHTS_URL"  # a mirror (or a test server) serving the same file names
 OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetch by hand
 FOLDER_NAME = "layer_model"
 
 SDXL, SD15, FLUX = families.SDXL, families.SD15, families.FLUX  # the registry names each file's family
+FLUX2 = "FLUX.2"  # only RGBA VAEs exist for it here
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WeightFile:
     name: str
-    base: str  # SDXL, SD1.5 or FLUX
-    # decoder, encoder, codec (both), unet_lora, unet_diff, unet_diffusers_diff, attention_sharing, peft_lora, pickle
+    base: str  # SDXL, SD1.5, FLUX or FLUX.2
+    # decoder, encoder, codec (both), unet_lora, unet_diff, unet_diffusers_diff, attention_sharing, peft_lora, pickle,
+    # rgba_vae
     kind: str
     sha256: str | None  # None where no trusted hash is published: then the server's own hash is checked
     description: str
@@ -52,12 +59,13 @@ class WeightFile:
     source: str | None = None  # a published pickle this file is converted from, once, on first use
     also_in: tuple[str, ...] = ()  # other host model folders where guides elsewhere tell users to put it
     weight_set: str = ""  # which published set of its family: "" the first (v1, the FLUX port), DIFFUSERS
+    remote: str = ""  # its path in the repository where that differs from `name` (diffusers' generic file names)
 
     @property
     def url(self) -> str:
         mirror = os.environ.get(BASE_URL_ENV)
         base = mirror or f"https://huggingface.co/{self.repository}/resolve/{self.revision}"
-        return f"{base.rstrip('/')}/{self.name}"
+        return f"{base.rstrip('/')}/{self.remote or self.name}"
 
 
 REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
@@ -118,6 +126,15 @@ REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
     WeightFile("ld_diffusers_sdxl_vae_transparent_encoder.safetensors", SDXL, "encoder", None,
                "the transparent encoder of the SDXL diffusers set", DIFFUSERS_REPOSITORY, DIFFUSERS_REVISION,
                weight_set=DIFFUSERS),
+    # Both hold diffusers' `diffusion_pytorch_model.safetensors`; here each gets a name of its own. AlphaVAE's path
+    # is the folder its README lays out (`finetune_VAE/`), flux2-klein-alpha's its README's `vae/`.
+    WeightFile("alphavae_flux1_rgba_vae.safetensors", FLUX, RGBA_VAE, None,
+               "AlphaVAE's RGBA VAE for FLUX.1 (diffusers AutoencoderKL, 4 image channels)", ALPHAVAE_REPOSITORY,
+               ALPHAVAE_REVISION, also_in=("vae",), remote="finetune_VAE/diffusion_pytorch_model.safetensors"),
+    WeightFile("flux2_klein_alpha_rgba_vae.safetensors", FLUX2, RGBA_VAE, None,
+               "flux2-klein-alpha's RGBA VAE for FLUX.2 (diffusers AutoencoderKLFlux2, 4 image channels)",
+               FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION, also_in=("vae",),
+               remote="vae/diffusion_pytorch_model.safetensors"),
 )}
 
 # The FLUX port ships decoder and encoder in one file, under these key prefixes.

@@ -10,6 +10,7 @@ from .layer_diffuse import (
 )
 from .layers import LayerDiffuseComposite, LayerDiffuseSaveLayers, LayerDiffuseSaveLayerStack
 from .lora_training import LayerDiffuseRGBATrainingDataset
+from .rgba_vae import LayerDiffuseLoadRGBAVAE, LayerDiffuseRGBAVAEDecode, LayerDiffuseRGBAVAEEncode
 from .sketch import SketchGuidanceApply, SketchGuidanceLoadPredictor, SketchGuidanceTrainPredictor, SketchToEdgeMap
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
 
@@ -28,6 +29,9 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseSaveLayerStack": LayerDiffuseSaveLayerStack,
     "LayerDiffuseTrainTransparentVAE": LayerDiffuseTrainTransparentVAE,
     "LayerDiffuseRGBATrainingDataset": LayerDiffuseRGBATrainingDataset,
+    "LayerDiffuseLoadRGBAVAE": LayerDiffuseLoadRGBAVAE,
+    "LayerDiffuseRGBAVAEDecode": LayerDiffuseRGBAVAEDecode,
+    "LayerDiffuseRGBAVAEEncode": LayerDiffuseRGBAVAEEncode,
     "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
     "SketchGuidanceApply": SketchGuidanceApply,
     "SketchGuidanceTrainPredictor": SketchGuidanceTrainPredictor,
@@ -48,6 +52,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseSaveLayerStack": "Layer Diffuse Save Layer Stack (ORA/PSD)",
     "LayerDiffuseTrainTransparentVAE": "Layer Diffuse Train Transparent VAE",
     "LayerDiffuseRGBATrainingDataset": "Layer Diffuse RGBA Training Dataset",
+    "LayerDiffuseLoadRGBAVAE": "Layer Diffuse Load RGBA VAE",
+    "LayerDiffuseRGBAVAEDecode": "Layer Diffuse RGBA VAE Decode",
+    "LayerDiffuseRGBAVAEEncode": "Layer Diffuse RGBA VAE Encode",
     "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
     "SketchGuidanceApply": "Sketch Guidance Apply",
     "SketchGuidanceTrainPredictor": "Sketch Guidance Train Predictor",

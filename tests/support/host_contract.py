@@ -48,6 +48,7 @@ INSTANCES = {  # small real host objects, built once per session
 }
 LH, LP, SH, CH = "layer_model/host.py", "layer_model/host_patches.py", "sketch_guidance/host.py", "common/host.py"
 HV = "layer_model/host_vae.py"
+HR = "layer_model/host_rgba_vae.py"
 
 
 def patcher(name: str, call: str, where: str) -> Use:
@@ -65,6 +66,7 @@ CONTRACT: tuple[Use, ...] = (
     module("comfy.ldm.models.autoencoder", HV),
     module("comfy.ldm.modules.diffusionmodules.model", HV),
     module("comfy.ldm.wan.vae", HV),
+    module("comfy.diffusers_convert", HR),
     module("comfy.ldm.modules.attention", f"{LP}, {SH}"),
     # The guided pass swaps the host's sub-quadratic attention (in-place exp) for PyTorch's, through the
     # attention override the host's attention functions look up in transformer_options.
@@ -80,7 +82,7 @@ CONTRACT: tuple[Use, ...] = (
     module("comfy.sd", f"{SH}, {HV}"),
     module("comfy.utils", f"{LH}, {LP}, {CH}"),
     module("comfy.weight_adapter", LP),
-    module("folder_paths", f"{LH}, {SH}, {CH}"),
+    module("folder_paths", f"{LH}, {SH}, {CH}, {HR}"),
     module("server", CH),
     # A training node's running losses under it in the editor
     Use("server.PromptServer", where=CH, mentions=("instance",)),
@@ -186,10 +188,12 @@ CONTRACT: tuple[Use, ...] = (
     Use("comfy.sd.load_checkpoint_guess_config", "(path, output_vae=, output_clip=, embedding_directory=)", SH),
     Use("comfy.sd.CLIP.tokenize", "(caption)", CH),
     Use("comfy.sd.CLIP.encode_from_tokens_scheduled", "(tokens)", CH),
-    Use("comfy.sd.VAE", "(sd=, metadata=)", HV),  # a VAE file loaded as Load VAE loads it (the trainer's --vae)
+    # A VAE file loaded as Load VAE loads it (the trainer's --vae), or an RGBA VAE built from an explicit autoencoder
+    # configuration (then given the settings the host's detection gives the RGB VAE of its family).
+    Use("comfy.sd.VAE", "(sd=, config=, metadata=)", f"{HV}, {HR}", mentions=("params", "AutoencoderKL")),
     Use("comfy.utils.load_torch_file", "(path, return_metadata=)", HV),
     Use("comfy.sd.VAE.vae_encode_crop_pixels", "(pixels)", LH),
-    Use("comfy.sd.VAE.encode", "(pixels)", SH),
+    Use("comfy.sd.VAE.encode", "(pixels)", f"{SH}, {HR}"),
     Use(f"{VAE}.first_stage_model.encoder", where=f"{LH}, {HV}"),
     # The posterior is read from quant_conv's output where there is one (the SD VAE), else the encoder's.
     Use(f"{VAE}.first_stage_model.quant_conv", where=HV),
@@ -209,6 +213,13 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{VAE}.process_input", "(pixels)", HV),
     Use(f"{VAE}.process_output", "(pixels)", HV),
     Use(f"{VAE}.device", where=HV),
+    # RGBA VAEs (tests/host/test_rgba_vae.py compares their settings with the host's RGB VAE of the family)
+    Use("comfy.ldm.models.autoencoder.AutoencoderKL", "(ddconfig=, embed_dim=)", HR),
+    Use("comfy.ldm.models.autoencoder.AutoencodingEngineLegacy", where=HR, mentions=("batch_norm_latent",)),
+    Use("comfy.diffusers_convert.convert_vae_state_dict", "(state)", HR),
+    Use(f"{VAE}.downscale_ratio", where=HR),
+    Use(f"{VAE}.upscale_ratio", where=HR),
+    Use("comfy.sd.VAE.decode", "(latent)", HR),
     # comfy.ldm: the VAE classes place_vae tells apart, and the encodes whose posterior HostVAE reads
     Use("comfy.ldm.models.autoencoder.AutoencodingEngine", where=HV),
     Use("comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer", where=HV),
@@ -243,10 +254,11 @@ CONTRACT: tuple[Use, ...] = (
     Use("folder_paths.models_dir", where=CH),
     Use("folder_paths.folder_names_and_paths", where=f"{LH}, {CH}"),
     Use("folder_paths.add_model_folder_path", "(folder_name, path)", CH),
-    Use("folder_paths.get_folder_paths", "(folder_name)", f"{LH}, {SH}"),
+    Use("folder_paths.get_folder_paths", "(folder_name)", f"{LH}, {SH}, {HR}"),
     Use("folder_paths.get_full_path_or_raise", "(folder_name, name)", SH),
-    Use("folder_paths.get_filename_list", "(folder_name)", f"{SH}, {LH}"),
-    Use("folder_paths.get_full_path", "(folder_name, name)", LH),  # None where missing: the pack's own message
+    Use("folder_paths.get_filename_list", "(folder_name)", f"{SH}, {LH}, {HR}"),
+    # None where missing: the pack's own message
+    Use("folder_paths.get_full_path", "(folder_name, name)", f"{LH}, {HR}"),
     Use("folder_paths.get_save_image_path", "(prefix, output_dir, width, height)", CH),
     Use("folder_paths.get_output_directory", "()", CH),
     Use("folder_paths.get_input_directory", "()", CH),

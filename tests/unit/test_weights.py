@@ -36,23 +36,32 @@ PUBLISHED = {f"layer_xl_{name}.safetensors" for name in ("transparent_attn", "tr
              "TransparentVAE.pth"}
 DIFFUSERS_SET = {f"ld_diffusers_sdxl_{name}.safetensors" for name in ("attn", "vae_transparent_encoder",
                                                                        "vae_transparent_decoder")}
+# RGBA VAEs: local name -> the file's path in its hub repository (both diffusers' generic name)
+RGBA_VAES = {"alphavae_flux1_rgba_vae.safetensors": "o0o0o00o0/AlphaVAE/resolve/main/finetune_VAE/",
+             "flux2_klein_alpha_rgba_vae.safetensors": "trmz/flux2-klein-alpha/resolve/main/vae/"}
 
 
 def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
     monkeypatch.delenv(weights.BASE_URL_ENV, raising=False)
     # ... and the pack's own conversion of the FLUX port's pickled TransparentVAE.pth
-    assert set(weights.REGISTRY) == PUBLISHED | DIFFUSERS_SET | {"TransparentVAE.safetensors"}
+    assert set(weights.REGISTRY) == PUBLISHED | DIFFUSERS_SET | {"TransparentVAE.safetensors"} | set(RGBA_VAES)
     for entry in weights.REGISTRY.values():
-        assert entry.base in (weights.SDXL, weights.SD15, weights.FLUX)
+        assert entry.base in (weights.SDXL, weights.SD15, weights.FLUX, weights.FLUX2)
         assert entry.name.endswith(".safetensors") or entry.kind == "pickle"
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        if entry.kind == weights.RGBA_VAE:
+            assert entry.url == f"https://huggingface.co/{RGBA_VAES[entry.name]}diffusion_pytorch_model.safetensors"
+            assert entry.also_in == ("vae",)
+            continue
         pinned = {weights.REPOSITORY: weights.REVISION, weights.FLUX_REPOSITORY: weights.FLUX_REVISION,
                   weights.DIFFUSERS_REPOSITORY: weights.DIFFUSERS_REVISION}[entry.repository]
         assert (entry.repository == weights.DIFFUSERS_REPOSITORY) == (entry.weight_set == weights.DIFFUSERS)
         assert entry.url == f"https://huggingface.co/{entry.repository}/resolve/{pinned}/{entry.name}"
     unhashed = {n for n, e in weights.REGISTRY.items() if e.sha256 is None}
     assert unhashed == {"vae_transparent_encoder.safetensors", "layer_sd15_vae_transparent_encoder.safetensors",
-                        "layerlora.safetensors", "TransparentVAE.pth", "TransparentVAE.safetensors"} | DIFFUSERS_SET
+                        "layerlora.safetensors", "TransparentVAE.pth", "TransparentVAE.safetensors"} | DIFFUSERS_SET \
+        | set(RGBA_VAES)
+    assert weights.REGISTRY["flux2_klein_alpha_rgba_vae.safetensors"].base == weights.FLUX2
     assert weights.file_for(weights.SD15, "decoder").name == "layer_sd15_vae_transparent_decoder.safetensors"
     assert weights.file_for(weights.SDXL, "encoder").name == "vae_transparent_encoder.safetensors"
     assert weights.codec_file(weights.FLUX, "decoder") == (weights.REGISTRY["TransparentVAE.safetensors"], "decoder.")

@@ -1,0 +1,92 @@
+"""Nodes for RGBA VAEs (AlphaVAE for FLUX.1, flux2-klein-alpha's for FLUX.2): load one as the host's VAE, decode
+to RGBA with a MASK, encode RGBA for img2img and FLUX.2 reference images."""
+
+from __future__ import annotations
+
+import torch
+
+from ..common import host as common_host
+from ..layer_model import host_rgba_vae
+from ..layer_model.alpha import preview_on_checkerboard, split_alpha
+
+CATEGORY = "layer_diffuse"
+
+
+class LayerDiffuseLoadRGBAVAE:
+    DESCRIPTION = ("Loads an RGBA VAE (4 image channels: AlphaVAE for FLUX.1, flux2-klein-alpha's for FLUX.2) as "
+                   "the host's own VAE, in diffusers' or ComfyUI's key layout. VAE Decode gives RGBA images with it; "
+                   "Layer Diffuse RGBA VAE Decode adds the MASK and a preview.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("VAE",)
+    OUTPUT_TOOLTIPS = ("The RGBA VAE, run by the host like any VAE (memory estimates, device moves).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": (host_rgba_vae.rgba_vae_choices(), {
+            "tooltip": "alphavae_flux1_rgba_vae / flux2_klein_alpha_rgba_vae: the published files (downloaded into "
+                       "models/layer_model when missing; also found in models/vae). Or an RGBA VAE file in "
+                       "models/vae; RGB VAEs are refused (load those with Load VAE)."})}}
+
+    def load(self, vae_name):
+        return (host_rgba_vae.load_rgba_vae(host_rgba_vae.rgba_vae_path(vae_name)),)
+
+
+class LayerDiffuseRGBAVAEDecode:
+    DESCRIPTION = ("Decodes a latent with an RGBA VAE into a transparent image, its transparency as a MASK, and a "
+                   "preview over a checkerboard (the outputs of Layer Diffuse Decode).")
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
+    RETURN_NAMES = ("rgba", "mask", "preview")
+    OUTPUT_TOOLTIPS = (
+        "RGBA image (4 channels, straight colour). Save Image writes a transparent PNG; Layer Diffuse Composite and "
+        "the Save Layers nodes take it as a layer.",
+        "Transparency as a MASK in the host's convention (as Load Image gives it): 1 where transparent.",
+        "The RGBA image over a checkerboard, to see the transparency in a preview.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "A latent of the model this VAE belongs to (AlphaVAE: FLUX.1 with its "
+                                              "LoRA; flux2-klein-alpha: FLUX.2 Klein with its LoRAs)."}),
+            "vae": ("VAE", {"tooltip": "An RGBA VAE: Layer Diffuse Load RGBA VAE's output, or another VAE with 4 "
+                                       "image channels (the host's Qwen-Image-Layered VAE)."}),
+        }}
+
+    def decode(self, samples, vae):
+        rgba = host_rgba_vae.decode_rgba(vae, samples["samples"]).to(common_host.intermediate_device())
+        chw = rgba.movedim(-1, 1)
+        preview = preview_on_checkerboard(chw[:, :3], chw[:, 3:]).movedim(1, -1)
+        return rgba, 1.0 - rgba[..., 3], preview
+
+
+class LayerDiffuseRGBAVAEEncode:
+    DESCRIPTION = ("Encodes a transparent image with an RGBA VAE: the latent for transparent img2img, or for FLUX.2's "
+                   "ReferenceLatent (flux2-klein-alpha's extraction takes its reference images this way).")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The latent; sides are cropped to the VAE's scale (8 px FLUX.1, 16 px FLUX.2) as VAE Encode "
+                       "crops them.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "An RGBA image (4 channels), or an RGB image: with the mask input, or "
+                                               "alone as an opaque picture (a reference image without alpha)."}),
+                "vae": ("VAE", {"tooltip": "An RGBA VAE (Layer Diffuse Load RGBA VAE)."}),
+            },
+            "optional": {"mask": ("MASK", {"tooltip": "Transparency for an RGB image, as Load Image gives it: 1 where "
+                                                      "transparent. Overrides the image's own alpha."})},
+        }
+
+    def encode(self, image, vae, mask=None):
+        if mask is None and image.shape[-1] == 3:  # an opaque picture
+            rgb, alpha = image, torch.ones_like(image[..., :1])
+        else:
+            rgb, alpha = split_alpha(image, mask)
+        return ({"samples": host_rgba_vae.encode_rgba(vae, rgb, alpha)},)
