@@ -12,7 +12,10 @@ FILE_LISTS = {"predictor_name": "a file in `models/edge_predictor`",  # choices 
               "codec": "`published`, `published (SDXL diffusers set)`, or a trained codec file in "
                        "`models/layer_model`",
               "vae_name": "`alphavae_flux1_rgba_vae.safetensors`, `flux2_klein_alpha_rgba_vae.safetensors`, or a "
-                          "`.safetensors` file in `models/vae`"}
+                          "`.safetensors` file in `models/vae`",
+              "lora_name": "`alphavae_flux1_lora.safetensors`, `flux2_klein_alpha_extract_4b.safetensors`, "
+                           "`flux2_klein_alpha_extract_9b.safetensors`, `flux2_klein_alpha_remove_9b.safetensors`, "
+                           "or a `.safetensors` file in `models/loras`"}
 HEADER = ("# Node reference\n\nGenerated from the nodes' own definitions by `devtools/node_reference.py`; "
           "the same text appears as tooltips in the graph editor.\n")
 

@@ -193,36 +193,37 @@ def with_condition_latents(conditioning, model: ModelPatcher, latents: Sequence[
 
 def apply_peft_lora(model: ModelPatcher, mode: LayerMode, strength: float, start_percent: float = 0.0,
                     end_percent: float = 1.0) -> ModelPatcher:
-    """A clone of `model` with the mode's diffusers/PEFT LoRA (the FLUX one) at `strength`.
+    """A clone of `model` with the mode's diffusers/PEFT LoRA (the FLUX one) at `strength`, by `apply_lora_file`."""
+    check_mode_fits(model, mode)
+    sigmas = sigma_range(model, start_percent, end_percent)
+    needs = (f"'{mode.name}' needs {weights.REGISTRY[mode.file].description} in diffusers/PEFT keys "
+             "('transformer.<layer>.lora_A.weight') on a FLUX.1 model; replace the file with the published one, "
+             "or load a FLUX.1 model.")
+    return apply_lora_file(model, _weight_file_path(mode), needs, strength, sigmas)
+
+
+WHOLE_RANGE = (float("inf"), 0.0)  # what sigma_range gives for the whole sampling
+
+
+def apply_lora_file(model: ModelPatcher, path: str, needs: str, strength: float,
+                    sigmas: tuple[float, float] = WHOLE_RANGE) -> ModelPatcher:
+    """A clone of `model` with the LoRA file at `path` (lora_A/lora_B pairs under any key the host maps) at `strength`.
 
     The host maps the file's keys to its own weights (slices of fused qkv weights included) and merges
-    the LoRA as it merges any LoRA; over part of the sampling, gated layers add it on the activations.
-    Every key of the file must land on a weight of the model, or nothing is applied.
+    the LoRA as it merges any LoRA; over part of the sampling (`sigmas` from `sigma_range`), gated layers add
+    it on the activations. Every key of the file must land on a weight of the model, or nothing is applied and
+    the refusal counts the keys that do not, followed by `needs` (what the file should be).
     """
-    check_mode_fits(model, mode)
-    sigma_start, sigma_end = sigma_range(model, start_percent, end_percent)
-    path = _weight_file_path(mode)
     state = weights.load_state_dict(path)
-    pairs, stray = parse_peft_lora(state)
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-    model_weights = model.model.state_dict()
-    misfits = [p for p in pairs if p not in key_map or not _lora_fits(key_map[p], pairs[p], model_weights)]
-    if stray or misfits or not pairs:
-        unmatched = stray + [k for p in misfits for k in state if k.startswith(p + ".")]
-        raise ValueError(
-            f"{path}: {len(unmatched)} of its {len(state)} keys match no weight of the connected "
-            f"{type(model.model).__name__} model (e.g. {unmatched[:2]}), so nothing was applied. '{mode.name}' "
-            f"needs {weights.REGISTRY[mode.file].description} in diffusers/PEFT keys "
-            "('transformer.<layer>.lora_A.weight') on a FLUX.1 model; replace the file with the published one, "
-            "or load a FLUX.1 model.")
+    pairs, key_map = checked_lora_pairs(model, state, path, needs)
     patched = model.clone()
-    if (start_percent, end_percent) == (0.0, 1.0):
+    if sigmas == WHOLE_RANGE:
         patches = comfy.lora.load_lora(state, {p: key_map[p] for p in pairs}, log_missing=False)
         applied = patched.add_patches(patches, strength)
         if len(applied) != len(pairs):  # a host that maps keys differently: never a silent partial LoRA
             raise ValueError(f"{path}: the host applied {len(applied)} of its {len(pairs)} LoRA layers.")
         return patched
-    gate = SigmaGate(sigma_start, sigma_end)
+    gate = SigmaGate(*sigmas)
     by_module: dict[str, list[LoRAPiece]] = {}
     for lora_path, pair in pairs.items():
         key, rows, function = _lora_target(key_map[lora_path])
@@ -232,6 +233,22 @@ def apply_peft_lora(model: ModelPatcher, mode: LayerMode, strength: float, start
         patched.add_object_patch(module_path, GatedLoRALinear(original, pieces, strength, gate))
     _update_gate_each_call(patched, gate)
     return patched
+
+
+def checked_lora_pairs(model: ModelPatcher, state: dict[str, torch.Tensor], path: str,
+                       needs: str) -> tuple[dict[str, LoRAPair], dict]:
+    """(LoRA path -> pair, the host's LoRA key map) of a lora_A/lora_B file whose every key lands, by the host's
+    own map (`comfy.lora.model_lora_keys_unet`), on a model weight of its shape; refused with the count if not."""
+    pairs, stray = parse_peft_lora(state)
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    model_weights = model.model.state_dict()
+    misfits = [p for p in pairs if p not in key_map or not _lora_fits(key_map[p], pairs[p], model_weights)]
+    if stray or misfits or not pairs:
+        unmatched = stray + [k for p in misfits for k in state if k.startswith(p + ".")]
+        raise ValueError(
+            f"{path}: {len(unmatched)} of its {len(state)} keys match no weight of the connected "
+            f"{type(model.model).__name__} model (e.g. {unmatched[:2]}), so nothing was applied. {needs}")
+    return pairs, key_map
 
 
 def _lora_target(target) -> tuple[str, tuple[int, int] | None, object]:

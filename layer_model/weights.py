@@ -33,8 +33,10 @@ DIFFUSERS = "diffusers"  # the weight set of those files; "" is a family's first
 # RGBA VAEs (the VAE itself widened to 4 image channels), as diffusers saves them. Neither hub repository publishes
 # a pinnable revision or hash either: the default branch, checked against the server's hash.
 ALPHAVAE_REPOSITORY, ALPHAVAE_REVISION = "o0o0o00o0/AlphaVAE", "main"  # code github o0o0o00o0/AlphaVAE: no licence
-FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION = "trmz/flux2-klein-alpha", "main"  # the VAE: Apache-2.0
+FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION = "trmz/flux2-klein-alpha", "main"  # licences per file (`licence`)
 RGBA_VAE = "rgba_vae"  # their kind
+RGBA_VAE_LORA = "rgba_vae_lora"  # the LoRAs that teach a model the RGBA VAE's latents (lora_A/lora_B pairs)
+NON_COMMERCIAL = "FLUX Non-Commercial License"
 BASE_URL_ENV = "LAYER_SKETCH_WEIGHTS_URL"  # a mirror (or a test server) serving the same file names
 OFFLINE_ENV = "LAYER_SKETCH_OFFLINE"  # "1": never download, report what to fetch by hand
 FOLDER_NAME = "layer_model"
@@ -50,7 +52,7 @@ class WeightFile:
     name: str
     base: str  # SDXL, SD1.5, FLUX or FLUX.2
     # decoder, encoder, codec (both), unet_lora, unet_diff, unet_diffusers_diff, attention_sharing, peft_lora, pickle,
-    # rgba_vae
+    # rgba_vae, rgba_vae_lora
     kind: str
     sha256: str | None  # None where no trusted hash is published: then the server's own hash is checked
     description: str
@@ -60,6 +62,7 @@ class WeightFile:
     also_in: tuple[str, ...] = ()  # other host model folders where guides elsewhere tell users to put it
     weight_set: str = ""  # which published set of its family: "" the first (v1, the FLUX port), DIFFUSERS
     remote: str = ""  # its path in the repository where that differs from `name` (diffusers' generic file names)
+    licence: str = ""  # as its authors state it, where the README's tables are not the only place it is said
 
     @property
     def url(self) -> str:
@@ -130,11 +133,33 @@ REGISTRY: dict[str, WeightFile] = {f.name: f for f in (
     # is the folder its README lays out (`finetune_VAE/`), flux2-klein-alpha's its README's `vae/`.
     WeightFile("alphavae_flux1_rgba_vae.safetensors", FLUX, RGBA_VAE, None,
                "AlphaVAE's RGBA VAE for FLUX.1 (diffusers AutoencoderKL, 4 image channels)", ALPHAVAE_REPOSITORY,
-               ALPHAVAE_REVISION, also_in=("vae",), remote="finetune_VAE/diffusion_pytorch_model.safetensors"),
+               ALPHAVAE_REVISION, also_in=("vae",), remote="finetune_VAE/diffusion_pytorch_model.safetensors",
+               licence="none stated (the repository has no licence file)"),
     WeightFile("flux2_klein_alpha_rgba_vae.safetensors", FLUX2, RGBA_VAE, None,
                "flux2-klein-alpha's RGBA VAE for FLUX.2 (diffusers AutoencoderKLFlux2, 4 image channels)",
                FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION, also_in=("vae",),
-               remote="vae/diffusion_pytorch_model.safetensors"),
+               remote="vae/diffusion_pytorch_model.safetensors", licence="Apache-2.0"),
+    # Their LoRAs, also found in models/loras (the host's LoRA loaders read them as they are). AlphaVAE's is its
+    # README's `finetune_VAE/finetune_diffusion/` file (diffusers' generic name); flux2-klein-alpha's are under
+    # `loras/`, Extract-4B with the hash its repository states (training/extract_4b.json, 92,426,712 bytes).
+    WeightFile("alphavae_flux1_lora.safetensors", FLUX, RGBA_VAE_LORA, None,
+               "AlphaVAE's FLUX.1-dev LoRA (PEFT, rank 64, diffusers keys 'transformer.<module>')",
+               ALPHAVAE_REPOSITORY, ALPHAVAE_REVISION, also_in=("loras",),
+               remote="finetune_VAE/finetune_diffusion/pytorch_lora_weights.safetensors",
+               licence="none stated (the repository has no licence file)"),
+    WeightFile("flux2_klein_alpha_extract_4b.safetensors", FLUX2, RGBA_VAE_LORA,
+               "72a16786065e780d1f3f13ad5a66501abe12fe5e8c0dec255ec7d10b623e15ca",
+               "flux2-klein-alpha's Extract-4B LoRA (FLUX.2 Klein Base 4B, rank 32, 'diffusion_model.<module>')",
+               FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION, also_in=("loras",), remote="loras/extract_4b.safetensors",
+               licence="Apache-2.0"),
+    WeightFile("flux2_klein_alpha_extract_9b.safetensors", FLUX2, RGBA_VAE_LORA, None,
+               "flux2-klein-alpha's Extract-9B LoRA (FLUX.2 Klein Base 9B, 'diffusion_model.<module>')",
+               FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION, also_in=("loras",), remote="loras/extract_9b.safetensors",
+               licence=NON_COMMERCIAL),
+    WeightFile("flux2_klein_alpha_remove_9b.safetensors", FLUX2, RGBA_VAE_LORA, None,
+               "flux2-klein-alpha's Remove-9B LoRA (FLUX.2 Klein Base 9B, 'diffusion_model.<module>')",
+               FLUX2_ALPHA_REPOSITORY, FLUX2_ALPHA_REVISION, also_in=("loras",), remote="loras/remove_9b.safetensors",
+               licence=NON_COMMERCIAL),
 )}
 
 # The FLUX port ships decoder and encoder in one file, under these key prefixes.

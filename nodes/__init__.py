@@ -10,7 +10,12 @@ from .layer_diffuse import (
 )
 from .layers import LayerDiffuseComposite, LayerDiffuseSaveLayers, LayerDiffuseSaveLayerStack
 from .lora_training import LayerDiffuseRGBATrainingDataset
-from .rgba_vae import LayerDiffuseLoadRGBAVAE, LayerDiffuseRGBAVAEDecode, LayerDiffuseRGBAVAEEncode
+from .rgba_vae import (
+    LayerDiffuseApplyRGBAVAELoRA,
+    LayerDiffuseLoadRGBAVAE,
+    LayerDiffuseRGBAVAEDecode,
+    LayerDiffuseRGBAVAEEncode,
+)
 from .sketch import SketchGuidanceApply, SketchGuidanceLoadPredictor, SketchGuidanceTrainPredictor, SketchToEdgeMap
 from .transparency import LayerDiffuseDecode, LayerDiffuseDecodeSplit, LayerDiffuseEncode
 
@@ -32,6 +37,7 @@ NODE_CLASS_MAPPINGS = {
     "LayerDiffuseLoadRGBAVAE": LayerDiffuseLoadRGBAVAE,
     "LayerDiffuseRGBAVAEDecode": LayerDiffuseRGBAVAEDecode,
     "LayerDiffuseRGBAVAEEncode": LayerDiffuseRGBAVAEEncode,
+    "LayerDiffuseApplyRGBAVAELoRA": LayerDiffuseApplyRGBAVAELoRA,
     "SketchGuidanceLoadPredictor": SketchGuidanceLoadPredictor,
     "SketchGuidanceApply": SketchGuidanceApply,
     "SketchGuidanceTrainPredictor": SketchGuidanceTrainPredictor,
@@ -55,6 +61,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseLoadRGBAVAE": "Layer Diffuse Load RGBA VAE",
     "LayerDiffuseRGBAVAEDecode": "Layer Diffuse RGBA VAE Decode",
     "LayerDiffuseRGBAVAEEncode": "Layer Diffuse RGBA VAE Encode",
+    "LayerDiffuseApplyRGBAVAELoRA": "Layer Diffuse Apply RGBA VAE LoRA",
     "SketchGuidanceLoadPredictor": "Sketch Guidance Load Predictor",
     "SketchGuidanceApply": "Sketch Guidance Apply",
     "SketchGuidanceTrainPredictor": "Sketch Guidance Train Predictor",

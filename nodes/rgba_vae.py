@@ -1,13 +1,14 @@
 """Nodes for RGBA VAEs (AlphaVAE for FLUX.1, flux2-klein-alpha's for FLUX.2): load one as the host's VAE, decode
-to RGBA with a MASK, encode RGBA for img2img and FLUX.2 reference images."""
+to RGBA with a MASK, encode RGBA for img2img and FLUX.2 reference images, and apply their LoRAs to the model."""
 
 from __future__ import annotations
 
 import torch
 
 from ..common import host as common_host
-from ..layer_model import host_rgba_vae
+from ..layer_model import host_rgba_lora, host_rgba_vae
 from ..layer_model.alpha import preview_on_checkerboard, split_alpha
+from .layer_diffuse import END, MODEL_OUT_TOOLTIP, START
 
 CATEGORY = "layer_diffuse"
 
@@ -90,3 +91,41 @@ class LayerDiffuseRGBAVAEEncode:
         else:
             rgb, alpha = split_alpha(image, mask)
         return ({"samples": host_rgba_vae.encode_rgba(vae, rgb, alpha)},)
+
+
+class LayerDiffuseApplyRGBAVAELoRA:
+    DESCRIPTION = ("Applies an RGBA VAE's LoRA to the model through the host's own LoRA patching, checking first that "
+                   "every key of the file lands on a weight of the model (a file that only partly fits is refused, "
+                   "counted). AlphaVAE's LoRA on FLUX.1-dev; flux2-klein-alpha's Extract/Remove LoRAs on FLUX.2 Klein "
+                   "Base 4B/9B. Decode the result with Layer Diffuse RGBA VAE Decode and that RGBA VAE.")
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = (MODEL_OUT_TOOLTIP,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model the LoRA was trained on (Load Diffusion Model): FLUX.1-dev "
+                                               "for AlphaVAE's, FLUX.2 Klein Base 4B or 9B for flux2-klein-alpha's."}),
+                "lora_name": (host_rgba_lora.rgba_vae_lora_choices(), {
+                    "tooltip": "alphavae_flux1_lora (FLUX.1-dev): text to RGBA with AlphaVAE's VAE. "
+                               "flux2_klein_alpha_extract_4b/_9b (FLUX.2 Klein Base 4B/9B): cut an object out as "
+                               "RGBA, given the picture and a background plate (the same picture without it) as "
+                               "reference images encoded with Layer Diffuse RGBA VAE Encode; its authors use the "
+                               "prompt 'Foreground', CFG 4, 6 steps. flux2_klein_alpha_remove_9b (Klein Base 9B): "
+                               "erase an object and fill in the background. Published files download into "
+                               "models/layer_model when missing (also found in models/loras); other files of "
+                               "models/loras are listed too. Licences: AlphaVAE's none stated, Extract-4B Apache-2.0, "
+                               "the 9B ones FLUX Non-Commercial."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 3.0, "step": 0.01,
+                                       "tooltip": "1 is as published (the authors' scale); 0 leaves the model as it "
+                                                  "was."}),
+            },
+            "optional": {"start_percent": START, "end_percent": END},
+        }
+
+    def apply(self, model, lora_name, strength, start_percent=0.0, end_percent=1.0):
+        return (host_rgba_lora.apply_rgba_vae_lora(model, lora_name, strength, start_percent, end_percent),)

@@ -202,6 +202,30 @@ def peft_lora(rank: int = 4, seed: int = 0, scale: float = 0.02, with_alpha: boo
     return state
 
 
+# AlphaVAE's LoRA targets (train/train_diffusion_lora.py), matched by PEFT as module-name suffixes: the single
+# blocks' attention has to_q/k/v too (but no to_out, and no ff).
+ALPHAVAE_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
+                    "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+                    "ff_context.net.2")
+
+
+def alphavae_lora_targets(double: int = 1, single: int = 1) -> dict[str, tuple[str, int, int, int]]:
+    """The entries of `diffusers_lora_targets` that AlphaVAE's LoRA adapts (12 per double block, 3 per single)."""
+    return {path: target for path, target in diffusers_lora_targets(double, single).items()
+            if path.endswith(tuple(f".{suffix}" for suffix in ALPHAVAE_TARGETS))}
+
+
+def alphavae_lora(rank: int = 64, seed: int = 0, scale: float = 0.02) -> dict[str, torch.Tensor]:
+    """A LoRA for the reduced FLUX.1 as diffusers' FluxPipeline.save_lora_weights writes AlphaVAE's: PEFT pairs under
+    `transformer.`, no alpha tensors (alpha = rank)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for path, (_, _, rows, in_features) in alphavae_lora_targets().items():
+        state[f"{path}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * scale
+        state[f"{path}.lora_B.weight"] = torch.randn(rows, rank, generator=generator) * scale
+    return state
+
+
 def flux_conditioning(seed: int = 0, tokens: int = 16, guidance: float = 3.5) -> list:
     """CONDITIONING of FLUX.1's shapes (T5-XXL tokens, CLIP-L pooled) without the 4.8 B-parameter text encoder."""
     generator = torch.Generator().manual_seed(seed)

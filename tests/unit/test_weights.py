@@ -39,12 +39,19 @@ DIFFUSERS_SET = {f"ld_diffusers_sdxl_{name}.safetensors" for name in ("attn", "v
 # RGBA VAEs: local name -> the file's path in its hub repository (both diffusers' generic name)
 RGBA_VAES = {"alphavae_flux1_rgba_vae.safetensors": "o0o0o00o0/AlphaVAE/resolve/main/finetune_VAE/",
              "flux2_klein_alpha_rgba_vae.safetensors": "trmz/flux2-klein-alpha/resolve/main/vae/"}
+# ... and their LoRAs: local name -> the file's URL in its hub repository
+RGBA_VAE_LORAS = {
+    "alphavae_flux1_lora.safetensors":
+        "o0o0o00o0/AlphaVAE/resolve/main/finetune_VAE/finetune_diffusion/pytorch_lora_weights.safetensors",
+    **{f"flux2_klein_alpha_{task}.safetensors": f"trmz/flux2-klein-alpha/resolve/main/loras/{task}.safetensors"
+       for task in ("extract_4b", "extract_9b", "remove_9b")}}
 
 
 def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
     monkeypatch.delenv(weights.BASE_URL_ENV, raising=False)
     # ... and the pack's own conversion of the FLUX port's pickled TransparentVAE.pth
-    assert set(weights.REGISTRY) == PUBLISHED | DIFFUSERS_SET | {"TransparentVAE.safetensors"} | set(RGBA_VAES)
+    assert set(weights.REGISTRY) == PUBLISHED | DIFFUSERS_SET | {"TransparentVAE.safetensors"} | set(RGBA_VAES) \
+        | set(RGBA_VAE_LORAS)
     for entry in weights.REGISTRY.values():
         assert entry.base in (weights.SDXL, weights.SD15, weights.FLUX, weights.FLUX2)
         assert entry.name.endswith(".safetensors") or entry.kind == "pickle"
@@ -53,6 +60,10 @@ def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
             assert entry.url == f"https://huggingface.co/{RGBA_VAES[entry.name]}diffusion_pytorch_model.safetensors"
             assert entry.also_in == ("vae",)
             continue
+        if entry.kind == weights.RGBA_VAE_LORA:
+            assert entry.url == f"https://huggingface.co/{RGBA_VAE_LORAS[entry.name]}"
+            assert entry.also_in == ("loras",) and entry.licence
+            continue
         pinned = {weights.REPOSITORY: weights.REVISION, weights.FLUX_REPOSITORY: weights.FLUX_REVISION,
                   weights.DIFFUSERS_REPOSITORY: weights.DIFFUSERS_REVISION}[entry.repository]
         assert (entry.repository == weights.DIFFUSERS_REPOSITORY) == (entry.weight_set == weights.DIFFUSERS)
@@ -60,7 +71,7 @@ def test_registry_covers_every_published_file_with_pinned_hashes(monkeypatch):
     unhashed = {n for n, e in weights.REGISTRY.items() if e.sha256 is None}
     assert unhashed == {"vae_transparent_encoder.safetensors", "layer_sd15_vae_transparent_encoder.safetensors",
                         "layerlora.safetensors", "TransparentVAE.pth", "TransparentVAE.safetensors"} | DIFFUSERS_SET \
-        | set(RGBA_VAES)
+        | set(RGBA_VAES) | set(RGBA_VAE_LORAS) - {"flux2_klein_alpha_extract_4b.safetensors"}  # its repository's
     assert weights.REGISTRY["flux2_klein_alpha_rgba_vae.safetensors"].base == weights.FLUX2
     assert weights.file_for(weights.SD15, "decoder").name == "layer_sd15_vae_transparent_decoder.safetensors"
     assert weights.file_for(weights.SDXL, "encoder").name == "vae_transparent_encoder.safetensors"
