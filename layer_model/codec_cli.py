@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the PatchGAN loss's weight (paper: 0.01; 0 trains without a discriminator)")
     parser.add_argument("--discriminator-start", type=int, default=1000,
                         help="steps of reconstruction alone before the PatchGAN loss joins (default %(default)s)")
+    parser.add_argument("--offset-budget", type=float, default=1.0,
+                        help="how far the offset may move the latent, in units of the latent's own spread, before a "
+                             "penalty holds it back (default %(default)s)")
     parser.add_argument("--decoder-width", type=float, default=1.0,
                         help="the transparent decoder's width against the published one (1.0: its 104 M "
                              "parameters; smaller trains and decodes faster)")
@@ -87,6 +90,6 @@ def parse_command(argv: list[str] | None = None) -> CodecCommand:
     settings = {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
                 "init": args.init, "identity_weight": args.identity_weight,
                 "discriminator_weight": args.discriminator_weight, "discriminator_start": args.discriminator_start,
-                "save_every": args.save_every}
+                "offset_budget": args.offset_budget, "save_every": args.save_every}
     return CodecCommand(args.vae, args.latent_format, args.data, args.out, args.resolution, args.resume,
                         args.decoder_width, host_path.comfyui_root(args.comfyui, __file__), args.cpu, settings)

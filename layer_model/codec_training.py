@@ -4,7 +4,9 @@ The offset encoder sees alpha and the colour-filled RGB; its output, times the o
 posterior's standard deviation, moves the posterior mean: the adjusted latent. The frozen VAE decodes it to
 RGB, and the transparent decoder reads that RGB with the adjusted latent back into RGBA. Losses, as the
 paper weighs them: RGBA reconstruction (1), identity (1: the VAE's RGB of the adjusted latent stays the RGB
-it was given) and a PatchGAN discriminator on the decoded RGBA (0.01), trained in alternation.
+it was given) and a PatchGAN discriminator on the decoded RGBA (0.01), trained in alternation. One term the
+paper does not need: a hinge that keeps the offset within a budget of the latent's own spread, zero inside it,
+for decoders too insensitive for the identity loss to hold the offset small.
 Harmlessness, the paper's measure of how little the offset disturbs the latent: the PSNR between the VAE's
 decode of the adjusted latent and of the unadjusted one.
 
@@ -28,7 +30,7 @@ from .transparent_codec import CodecLayout, encoder_inputs
 from .transparent_vae import TransparencyEncoder, TransparentDecoder
 
 distributed, loop = training.distributed, training.loop
-TERMS = ("reconstruction", "identity", "adversarial", "discriminator")
+TERMS = ("reconstruction", "identity", "offset", "adversarial", "discriminator")
 
 
 class FrozenVAE(Protocol):
@@ -58,6 +60,13 @@ class CodecTrainConfig:
     # random Wan 2.1 VAE after 300 steps: 0.58 of a constant guess's with it from step 0, 0.44 from step 200,
     # 0.40 without it; some runs from step 0 collapsed, the discriminator winning outright, at 1.0).
     discriminator_start: int = 1000
+    # The offset's budget, in units of the latent's own spread (RMS about each channel's mean), and the weight of
+    # the hinge on any excess. Inside the budget the term is zero and the method is as the paper has it.
+    # It matters where the VAE's decoder barely answers the offset, so that the identity loss cannot hold it
+    # small: on a random FLUX.1 `ae` the offsets grew to about 400 times the latent's spread (harmlessness still
+    # 12.8 dB against the VAE's own 12.5 dB), latents no diffusion model could learn to make.
+    offset_budget: float = 1.0
+    offset_weight: float = 1.0
     save_every: int = 250
 
 
@@ -70,12 +79,13 @@ class Validation:
     harmlessness_psnr: float  # dB, VAE decode of the adjusted latent against the unadjusted one
     identity_psnr: float  # dB, VAE decode of the adjusted latent against the RGB the VAE was given
     vae_psnr: float  # dB, the VAE's own decode of the unadjusted latent against that RGB: its reconstruction
+    offset_ratio: float  # RMS of the offset against the latent's own spread: what a diffusion model must learn
     previews: torch.Tensor  # straight RGBA [N,4,R,R] as decoded
 
     def metrics(self) -> dict[str, float]:
         return {"alpha_error": self.alpha_error, "constant_alpha_error": self.constant_alpha_error,
                 "harmlessness_psnr": self.harmlessness_psnr, "identity_psnr": self.identity_psnr,
-                "vae_psnr": self.vae_psnr}
+                "vae_psnr": self.vae_psnr, "offset_ratio": self.offset_ratio}
 
 
 @dataclass
@@ -135,6 +145,12 @@ def measured_offset_scale(std: torch.Tensor) -> float:
     return float(f"{scale:.2g}")
 
 
+def latent_spread(latents: torch.Tensor) -> float:
+    """The latents' RMS about each channel's mean [B,C,...]: the scale an offset is measured against."""
+    channels_last = latents.float().transpose(0, 1).flatten(1)
+    return max(float((channels_last - channels_last.mean(dim=1, keepdim=True)).pow(2).mean().sqrt()), 1e-12)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float((a.clamp(0, 1) - b.clamp(0, 1)).pow(2).mean())
     return 10.0 * math.log10(1.0 / max(mse, 1e-10))
@@ -161,13 +177,16 @@ class _History:
 
     terms: list[dict[str, float]] = field(default_factory=list)
     offset_scale: float = 0.0
+    latent_spread: float = 0.0  # the VAE's latents' RMS about each channel's mean, on the first global batch
 
     def state_dict(self) -> dict:
-        return {"terms": [[t[name] for name in TERMS] for t in self.terms], "offset_scale": self.offset_scale}
+        return {"terms": [[t[name] for name in TERMS] for t in self.terms], "offset_scale": self.offset_scale,
+                "latent_spread": self.latent_spread}
 
     def load_state_dict(self, state: dict) -> None:
         self.terms = [dict(zip(TERMS, values, strict=True)) for values in state["terms"]]
         self.offset_scale = float(state["offset_scale"])
+        self.latent_spread = float(state["latent_spread"])
 
 
 @dataclass
@@ -224,15 +243,17 @@ class CodecFit:
         with torch.no_grad():
             mean, std = self.vae.posterior(vae_rgb)
         self.model.train()
-        decoded, rgb, _ = self.model(encoder_input, mean, std, self.history.offset_scale, self.vae)
+        decoded, rgb, latent = self.model(encoder_input, mean, std, self.history.offset_scale, self.vae)
         zeros = decoded.new_zeros(decoded.shape[0])
         per_sample = {
             "reconstruction": (decoded - target).abs().mean(dim=(1, 2, 3)),
             "identity": (rgb - vae_rgb).pow(2).mean(dim=(1, 2, 3)),
+            "offset": self._offset_excess(latent - mean),
             "adversarial": self._adversarial(decoded) if self._discriminating(step) else zeros,
         }
         total = (config.reconstruction_weight * per_sample["reconstruction"]
                  + config.identity_weight * per_sample["identity"]
+                 + config.offset_weight * per_sample["offset"]
                  + config.discriminator_weight * per_sample["adversarial"])
         self.optimizer.zero_grad(set_to_none=True)
         self._global_mean(total).backward()
@@ -248,6 +269,16 @@ class CodecFit:
     def _global_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
         # DistributedDataParallel averages the processes' gradients: scale so the average is the global mean.
         return per_sample.sum() * (self.processes.world_size / self.config.batch_size)
+
+    def _offset_excess(self, offset: torch.Tensor) -> torch.Tensor:
+        """Per sample: the excess of the offset's RMS over the budget, in latent spreads. Linear, not squared: an
+        offset far over budget would otherwise give gradients that swamp Adam's second moments for thousands of
+        steps (measured: with a squared hinge the offset collapsed to 0.02 of the spread and alpha went
+        unlearnt, 0.90 of a constant guess's error)."""
+        # the epsilon keeps sqrt's gradient finite at the encoder's zero start (0 times infinity is NaN)
+        mean_square = offset.float().pow(2).mean(dim=tuple(range(1, offset.ndim)))
+        ratio = (mean_square + 1e-12).sqrt() / self.history.latent_spread
+        return (ratio - self.config.offset_budget).clamp(min=0)
 
     def _discriminating(self, step: int) -> bool:
         """Whether the discriminator takes part in step `step` (every process decides alike)."""
@@ -277,13 +308,15 @@ class CodecFit:
         if not self.dataset.validation:
             return None
         self.pair.eval()
-        alphas, predicted, adjusted, plain, given = [], [], [], [], []
+        alphas, predicted, adjusted, plain, given, offsets, means = [], [], [], [], [], [], []
         paths = self.dataset.validation
         for start in range(0, len(paths), batch_size):
             rgba = torch.cat([self.dataset.centre(p) for p in paths[start:start + batch_size]]).to(self.vae.device)
             vae_rgb, encoder_input, _ = codec_inputs(rgba, self.layout)
             mean, std = self.vae.posterior(vae_rgb)
-            decoded, rgb, _ = self.pair(encoder_input, mean, std, self.history.offset_scale, self.vae)
+            decoded, rgb, latent = self.pair(encoder_input, mean, std, self.history.offset_scale, self.vae)
+            offsets.append((latent - mean).float().cpu())
+            means.append(mean.float().cpu())
             alphas.append(rgba[:, 3:].cpu())
             predicted.append(decoded.clamp(0, 1).cpu())
             adjusted.append(rgb.cpu())
@@ -297,21 +330,24 @@ class CodecFit:
             harmlessness_psnr=psnr(adjusted_rgb, plain_rgb),
             identity_psnr=psnr(adjusted_rgb, given_rgb),
             vae_psnr=psnr(plain_rgb, given_rgb),
+            offset_ratio=float(torch.cat(offsets).pow(2).mean().sqrt()) / latent_spread(torch.cat(means)),
             previews=torch.cat([decoded[:, 1:4], decoded[:, :1]], dim=1),
         )
 
-    def choose_offset_scale(self) -> None:
-        """A codec from scratch measures its offset scale on the first global batch (rank 0's, shared)."""
-        if self.config.init == "published":
-            return
-        scale = None
+    def measure_latents(self) -> None:
+        """On the first global batch (rank 0's, shared): the latent's spread, and for a codec from scratch its
+        offset scale (a published codec keeps its own)."""
+        measured = None
         if self.processes.is_main:
             images = [self.dataset.crop(index, self.schedule.generator(0, position))
                       for position, index in enumerate(self.schedule.images(0))]
             vae_rgb, _, _ = codec_inputs(torch.cat(images).to(self.vae.device), self.layout)
             with torch.no_grad():
-                scale = measured_offset_scale(self.vae.posterior(vae_rgb)[1])
-        self.history.offset_scale = distributed.from_main(scale, self.processes)
+                mean, std = self.vae.posterior(vae_rgb)
+            measured = (measured_offset_scale(std), latent_spread(mean))
+        scale, self.history.latent_spread = distributed.from_main(measured, self.processes)
+        if self.config.init != "published":
+            self.history.offset_scale = scale
 
 
 def check_config(config: CodecTrainConfig, processes: distributed.Processes) -> None:
@@ -320,8 +356,12 @@ def check_config(config: CodecTrainConfig, processes: distributed.Processes) -> 
         raise ValueError(f"learning rate {config.learning_rate} is out of range (1e-4 from scratch, 1e-5 to fine-tune)")
     if config.init not in ("none", "published"):
         raise ValueError(f"init must be 'none' or 'published', got {config.init!r}")
-    weights = (config.reconstruction_weight, config.identity_weight, config.discriminator_weight)
+    weights = (config.reconstruction_weight, config.identity_weight, config.offset_weight,
+               config.discriminator_weight)
     if config.discriminator_start < 0:
         raise ValueError(f"discriminator start must be a step number (0 or more), got {config.discriminator_start}")
+    if config.offset_budget <= 0:
+        raise ValueError(f"the offset budget must be above 0 (in latent spreads; 1 is the default), got "
+                         f"{config.offset_budget}")
     if min(weights) < 0:
         raise ValueError(f"loss weights must not be negative, got {weights}")

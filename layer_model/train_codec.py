@@ -49,7 +49,7 @@ def train_codec(vae: FrozenVAE, vae_signature: str, latent_format: str, dataset:
     run = loop.Loop(config.steps, config.save_every, state_path, fingerprint, fit.parts(), processes)
     run_report = run.resume()
     if not run_report.resumed_from:
-        fit.choose_offset_scale()
+        fit.measure_latents()
     fit.wrap()
     run_report = run.run(fit.step, on_step)
     report = CodecReport(run_report, fit.history.terms, fit.history.offset_scale)
@@ -138,7 +138,8 @@ def _print_summary(report: CodecReport, config: CodecTrainConfig, output: str) -
     if report.validation:
         v = report.validation
         print(f"held out: alpha error {v.alpha_error:.4f} (a constant guess: {v.constant_alpha_error:.4f}), "
-              f"harmlessness {v.harmlessness_psnr:.1f} dB PSNR (the VAE's own reconstruction: {v.vae_psnr:.1f} dB)")
+              f"harmlessness {v.harmlessness_psnr:.1f} dB PSNR (the VAE's own reconstruction: {v.vae_psnr:.1f} dB), "
+              f"offset {v.offset_ratio:.2f} of the latent's spread")
     print(f"saved {output}")
 
 

@@ -71,6 +71,11 @@ class LayerDiffuseTrainTransparentVAE:
                                             "tooltip": "Steps of reconstruction alone before the PatchGAN loss "
                                                        "joins: from the first step it slows the codec's learning "
                                                        "of alpha, and can overpower it."}),
+            "offset_budget": ("FLOAT", {"default": defaults.offset_budget, "min": 0.01, "max": 1e6, "step": 0.01,
+                                        "tooltip": "How far the offset may move the latent, in units of the "
+                                                   "latent's own spread, before a penalty holds it back: latents "
+                                                   "a diffusion model can learn to make. A VAE that answers the "
+                                                   "offset stays inside it through the identity loss."}),
             "decoder_width": ("FLOAT", {"default": 1.0, "min": 0.05, "max": 1.0, "step": 0.05,
                                         "tooltip": "The transparent decoder's width against the published one "
                                                    "(104 M parameters): smaller trains and decodes faster."}),
@@ -78,12 +83,13 @@ class LayerDiffuseTrainTransparentVAE:
 
     def train(self, vae, image_folder, steps, batch_size, learning_rate, resolution, seed, save_name, init="none",
               latent_format="auto", discriminator_weight=0.01, discriminator_start=1000, decoder_width=1.0,
-              unique_id=None):
+              offset_budget=1.0, unique_id=None):
         output = host.codec_output_path(save_name)
         dataset = RGBAFolder(image_folder.strip(), resolution)  # refuses empty folders before any work
         space = host_vae.place_vae(vae, latent_format)
         config = CodecTrainConfig(steps, batch_size, learning_rate, seed, init,
-                                  discriminator_weight=discriminator_weight, discriminator_start=discriminator_start)
+                                  discriminator_weight=discriminator_weight, discriminator_start=discriminator_start,
+                                  offset_budget=offset_budget)
         layout, initial = host.codec_start(space.name, space.label, space.channels, space.downscale, init,
                                            decoder_width)
         bar = common_host.progress_bar(steps)
@@ -117,5 +123,5 @@ def _summary(report, dataset: RGBAFolder, output: str) -> str:
         v = report.validation
         lines.append(f"held out: alpha error {v.alpha_error:.4f} (a constant guess: {v.constant_alpha_error:.4f}); "
                      f"harmlessness {v.harmlessness_psnr:.1f} dB PSNR (the VAE's own reconstruction: "
-                     f"{v.vae_psnr:.1f} dB)")
+                     f"{v.vae_psnr:.1f} dB); offset {v.offset_ratio:.2f} of the latent's spread")
     return "\n".join(lines)

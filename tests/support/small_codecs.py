@@ -75,10 +75,12 @@ def train_small_codec(vae, layout: CodecLayout, steps: int = 150, batch: int = 8
 def trained_codec_file(cache: Path, kind: str, latent_format: str, side: int = 64, steps: int = 150,
                        learning_rate: float = 2e-3) -> Path:
     """A codec for the random host VAE `kind` (support/host_vaes.py) made by the pack's own codec trainer, with
-    its identity loss (the adjusted latents stay near the VAE's own, as a diffusion model must see them) and a
-    decoder an eighth of the published width, on 48 synthetic shapes at `side` px: made once into the fixture
-    cache (minutes on a CPU), then reused."""
-    name = f"codec_{kind}_{latent_format}_{side}px_{steps}steps.safetensors"
+    its identity loss and offset budget (the adjusted latents stay near the VAE's own, as a diffusion model must
+    see them) and a decoder an eighth of the published width, on 48 synthetic shapes at `side` px: made once
+    into the fixture cache (minutes on a CPU), then reused."""
+    config = CodecTrainConfig(steps=steps, batch_size=4, learning_rate=learning_rate, discriminator_weight=0.0,
+                              save_every=steps)
+    name = f"codec_{kind}_{latent_format}_{side}px_{steps}steps_budget{config.offset_budget:g}.safetensors"
     path = cache / name
     if path.exists():
         return path
@@ -86,8 +88,6 @@ def trained_codec_file(cache: Path, kind: str, latent_format: str, side: int = 6
     space = host_vae.place_vae(vae, latent_format)
     frozen = host_vae.HostVAE(vae, space)
     layout = CodecLayout(space.channels, True, 0.0, space.downscale, narrowed_channels(0.125))
-    config = CodecTrainConfig(steps=steps, batch_size=4, learning_rate=learning_rate, discriminator_weight=0.0,
-                              save_every=steps)
     with tempfile.TemporaryDirectory() as scratch:
         folder = write_rgba_folder(Path(scratch) / "shapes", 48, side, seed=11)
         output = Path(scratch) / name

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from comfyui_layer_sketch.layer_model import trained_codec
-from comfyui_layer_sketch.layer_model.codec_training import CodecTrainConfig, measured_offset_scale
+from comfyui_layer_sketch.layer_model.codec_training import CodecTrainConfig, latent_spread, measured_offset_scale
 from comfyui_layer_sketch.layer_model.rgba_dataset import RGBADatasetError, RGBAFolder, held_out_count
 from comfyui_layer_sketch.layer_model.train_codec import OtherRunError, train_codec
 from comfyui_layer_sketch.layer_model.transparent_codec import CodecLayout, narrowed_channels
@@ -91,6 +91,24 @@ def test_the_published_encoder_layout_is_kept_at_one_eighth():
     assert len(keys) == 18 and keys["blocks.16.weight"] == (4, 256, 3, 3)
     wider = TransparencyEncoder(128, 16).state_dict()
     assert wider["blocks.20.weight"].shape == (128, 256, 3, 3) and wider["blocks.16.weight"].shape[1] == 256
+
+
+def test_the_latent_spread_is_the_rms_about_each_channels_mean():
+    latents = torch.zeros(2, 2, 4, 4)
+    latents[:, 0] = 5.0  # a constant channel spreads nowhere, however far from zero
+    latents[0, 1], latents[1, 1] = 2.0, -2.0
+    assert latent_spread(latents) == pytest.approx((4.0 / 2) ** 0.5)
+
+
+def test_the_offset_budget_holds_the_offset_in_the_latents_spread(shapes, tmp_path):
+    settings = {"steps": 12, "learning_rate": 1e-2, "discriminator_weight": 0.0}
+    free = train(shapes, tmp_path / "free.safetensors", offset_budget=1e6, **settings).validation
+    held = train(shapes, tmp_path / "held.safetensors", offset_budget=0.05, **settings).validation
+    print(f"\noffset in latent spreads: {free.offset_ratio:.3f} free, {held.offset_ratio:.3f} within a budget of 0.05")
+    assert free.offset_ratio > 0.1, "the offset must grow past the budget when nothing holds it"
+    assert held.offset_ratio < 0.075
+    assert trained_codec.read_info(str(tmp_path / "held.safetensors")).validation["offset_ratio"] == pytest.approx(
+        held.offset_ratio)
 
 
 def test_the_offset_scale_makes_one_unit_about_one_latent_unit():
