@@ -21,7 +21,7 @@ import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from safetensors import safe_open
-from support import fixtures, flux_models, zimage_models
+from support import fixtures, flux_models, shapes, zimage_models
 from support.servers import new_base_dir, pause_others, resume, start_server
 from support.small_codecs import trained_codec_file
 
@@ -35,21 +35,8 @@ CODEC = "zimage_test_codec.safetensors"
 TRAINING = {"steps": 3, "learning_rate": 2e-3, "rank": 8, "grad_accumulation_steps": 1}
 
 
-def disc_mask(size: int = SIZE) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size] + 0.5
-    return (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.3 * size) ** 2).astype(np.float32)
-
-
 def write_discs(folder: Path) -> Path:
-    """IMAGES transparent PNGs of the same centred disc in different colours, each captioned CAPTION."""
-    folder.mkdir(parents=True)
-    colours = np.random.default_rng(0).integers(0, 256, (IMAGES, 3))
-    for index, colour in enumerate(colours):
-        rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
-        rgba[..., :3], rgba[..., 3] = colour, disc_mask() * 255
-        Image.fromarray(rgba, "RGBA").save(folder / f"disc_{index}.png")
-        (folder / f"disc_{index}.txt").write_text(CAPTION, encoding="utf-8")
-    return folder
+    return shapes.write_discs(folder, IMAGES, SIZE, CAPTION)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 
 
 def random_rgba(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -30,11 +34,6 @@ def random_rgba(batch: int, size: int, generator: torch.Generator) -> torch.Tens
 def write_rgba_folder(folder, count: int, size: int, seed: int = 0, opaque: int = 0, without_alpha: int = 0):
     """PNG files of `count` random transparent shapes (plus `opaque` fully opaque RGBA files and `without_alpha`
     RGB files, which a codec trainer must skip) in `folder`; returns the folder."""
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     images = random_rgba(count + opaque + without_alpha, size, torch.Generator().manual_seed(seed))
@@ -46,4 +45,23 @@ def write_rgba_folder(folder, count: int, size: int, seed: int = 0, opaque: int 
             if index >= count:
                 array[..., 3] = 255
             Image.fromarray(array, "RGBA").save(folder / f"shape_{index:03d}.png")
+    return folder
+
+
+def disc_mask(size: int) -> np.ndarray:
+    """A centred disc, 0.3 of the side in radius: 1 inside, 0 outside [size,size]."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    return (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.3 * size) ** 2).astype(np.float32)
+
+
+def write_discs(folder: Path, count: int, size: int, caption: str) -> Path:
+    """`count` transparent PNGs of the same centred disc in different colours, each captioned `caption`: a
+    training set whose alpha is one known mask."""
+    folder.mkdir(parents=True)
+    colours = np.random.default_rng(0).integers(0, 256, (count, 3))
+    for index, colour in enumerate(colours):
+        rgba = np.zeros((size, size, 4), np.uint8)
+        rgba[..., :3], rgba[..., 3] = colour, disc_mask(size) * 255
+        Image.fromarray(rgba, "RGBA").save(folder / f"disc_{index}.png")
+        (folder / f"disc_{index}.txt").write_text(caption, encoding="utf-8")
     return folder
