@@ -293,15 +293,32 @@ def _build(kind: str, codec: Codec, weight: weights.WeightFile | None, path: str
 
 
 def _state_problem(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
-    """What keeps `state` from loading into `module` key for key and shape for shape, or None."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
+    return state_mismatch(module.state_dict(), state)
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                   optional_suffixes: tuple[str, ...] = ()) -> str | None:
+    """What keeps `state` from filling `expected` key for key and shape for shape, or None (keys ending in one of
+    `optional_suffixes` may be left out)."""
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(optional_suffixes))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if not (missing or unexpected or wrong_shape):
         return None
     return (f"{len(missing)} tensors missing, {len(unexpected)} unexpected, {len(wrong_shape)} of the wrong shape; "
             f"e.g. {(missing + unexpected + wrong_shape)[:3]}")
+
+
+def chosen_file(name: str, published: dict, folder: str, error: type[Exception] = ValueError) -> str:
+    """The file behind a loader's choice: a published one (found in the model folders or downloaded), else the
+    file of that name in the host's `folder` folders."""
+    if name in published:
+        return ensure_weight(weights.REGISTRY[name])
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        raise error(f"{name} is not in the {folder} folders ({', '.join(folder_paths.get_folder_paths(folder))}). "
+                    "Choose a file the list offers (refresh the editor after adding one).")
+    return path
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str,

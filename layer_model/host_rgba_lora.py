@@ -27,15 +27,7 @@ def rgba_vae_lora_choices() -> list[str]:
 
 
 def rgba_vae_lora_path(name: str) -> str:
-    """The file behind a choice: a published one found in the layer_model or loras folders or downloaded, else the
-    loras folders' file."""
-    if name in RGBA_VAE_LORAS:
-        return host.ensure_weight(weights.REGISTRY[name])
-    path = folder_paths.get_full_path(LORA_FOLDER, name)
-    if path is None:
-        raise ValueError(f"{name} is not in the loras folders ({', '.join(folder_paths.get_folder_paths(LORA_FOLDER))})"
-                         ". Choose a file the list offers (refresh the editor after adding one).")
-    return path
+    return host.chosen_file(name, RGBA_VAE_LORAS, LORA_FOLDER)
 
 
 def _family(model: comfy.model_patcher.ModelPatcher) -> str | None:

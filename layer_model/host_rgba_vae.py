@@ -38,22 +38,12 @@ def host_state(state: dict[str, torch.Tensor], kind: RGBAVAEKind) -> dict[str, t
     return with_identity_quant_convs(top_level_quant_convs(state), kind.latent_channels)
 
 
-def _problem(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
-    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(OPTIONAL_KEYS))
-    unexpected = sorted(set(state) - set(expected))
-    misfit = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if not (missing or unexpected or misfit):
-        return None
-    return (f"{len(missing)} tensors missing, {len(unexpected)} unexpected, {len(misfit)} of another shape; e.g. "
-            f"{(missing + unexpected + misfit)[:3]}")
-
-
 def _check_strict(config: dict, embed_dim: int, state: dict[str, torch.Tensor], name: str, kind: RGBAVAEKind) -> None:
     """Refuse a file whose tensors do not fill the host model key for key and shape for shape, before building it
     (the host's own load is lenient and would only log what is missing)."""
     with torch.device("meta"):
         expected = AutoencoderKL(ddconfig=config, embed_dim=embed_dim).state_dict()
-    problem = _problem(expected, state)
+    problem = host.state_mismatch(expected, state, OPTIONAL_KEYS)
     if problem:
         raise RGBAVAEError(f"{name} looks like {kind.source}'s RGBA VAE ({kind.label}) but does not fit its layout "
                            f"({problem}). The file is damaged or another model's: download it again.")
@@ -99,15 +89,7 @@ def rgba_vae_choices() -> list[str]:
 
 
 def rgba_vae_path(name: str) -> str:
-    """The file behind a choice: a published one found in the layer_model or vae folders or downloaded, else the
-    vae folders' file."""
-    if name in weights.REGISTRY:
-        return host.ensure_weight(weights.REGISTRY[name])
-    path = folder_paths.get_full_path(VAE_FOLDER, name)
-    if path is None:
-        raise RGBAVAEError(f"{name} is not in the vae folders ({', '.join(folder_paths.get_folder_paths(VAE_FOLDER))})"
-                           ". Choose a file the list offers (refresh the editor after adding one).")
-    return path
+    return host.chosen_file(name, weights.REGISTRY, VAE_FOLDER, RGBAVAEError)
 
 
 def image_channels(vae) -> int:

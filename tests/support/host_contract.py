@@ -124,8 +124,9 @@ CONTRACT: tuple[Use, ...] = (
     Use(f"{SD15}.model.latent_format.process_out", "(latent)", SH),
     Use(f"{SD15}.model.model_config", where=f"{CH}, {LH}, {LP}"),
     # LayerDiffuseApply's FLUX.1 LoRA: models of FLUX.1's latent format that are not FLUX.1 are refused
-    module("comfy.supported_models", LP),
-    Use("comfy.supported_models.Flux", where=LP),
+    module("comfy.supported_models", f"{LP}, layer_model/host_rgba_lora.py"),
+    Use("comfy.supported_models.Flux", where=f"{LP}, layer_model/host_rgba_lora.py"),
+    Use("comfy.supported_models.Flux2", where="layer_model/host_rgba_lora.py"),
     Use(f"{SD15}.model.get_dtype", "()", LP),
     Use(f"{SD15}.model.manual_cast_dtype", where=LP),
     Use(f"{SD15}.model.state_dict", "()", LP),
