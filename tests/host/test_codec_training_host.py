@@ -8,8 +8,8 @@ VAE's own reconstruction error (harmlessness above the VAE's PSNR against its in
 VAE reconstructs at 12-17 dB, so an absolute floor taken from real VAEs (about 30 dB) would say nothing here.
 
 A random VAE's decoder shows little of its latent, so the PSNR says little of the offset either, and the codec
-can read alpha only from an offset that drowns the latent. These runs lift the offset budget; a run of its own
-shows that the budget, where kept, holds the offset within the latent's spread.
+can read alpha only from an offset that drowns the latent. These runs lift the offset budget; that the budget,
+where kept, holds the offset is tested on the stand-in VAE (tests/unit/test_codec_training.py).
 """
 
 from __future__ import annotations
@@ -77,19 +77,6 @@ def test_a_codec_trained_for_the_space_brings_alpha_back_harmlessly(fixture_cach
     assert (info.latent_format, info.channels, info.downscale) == (latent_format, space.channels, space.downscale)
     assert info.validation["harmlessness_psnr"] == pytest.approx(v.harmlessness_psnr)
     assert info.validation["offset_ratio"] == pytest.approx(v.offset_ratio)
-
-
-def test_the_offset_budget_holds_the_offset_within_the_latents_spread(fixture_cache, shapes, tmp_path):
-    """The default budget (one spread) against none, on the same short run of the random Wan 2.1 VAE."""
-    ratios = {}
-    for name, settings in {"held": {}, "free": LIFTED}.items():
-        report = _train(fixture_cache, "wan21", "Wan21", shapes, tmp_path / f"{name}.safetensors", 100,
-                        discriminator_weight=0.0, **settings)
-        ratios[name] = report.validation.offset_ratio
-    print(f"\noffset in latent spreads after 100 steps: {ratios}")
-    budget = CodecTrainConfig().offset_budget
-    assert ratios["free"] > 2 * budget, "nothing but the budget must hold the offset for this test to say anything"
-    assert ratios["held"] < 1.2 * budget
 
 
 def test_the_discriminator_term_changes_the_decoder(fixture_cache, shapes, tmp_path):
