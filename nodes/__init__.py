@@ -55,7 +55,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LayerDiffuseEncode": "Layer Diffuse Encode (RGBA)",
     "LayerDiffuseComposite": "Layer Diffuse Composite (RGBA)",
     "LayerDiffuseSaveLayers": "Layer Diffuse Save Layers (ORA/PSD)",
-    "LayerDiffuseSaveLayerStack": "Layer Diffuse Save Layer Stack (ORA/PSD)",
+    "LayerDiffuseSaveLayerStack": "Layer Diffuse Save Layer Stack",
     "LayerDiffuseTrainTransparentVAE": "Layer Diffuse Train Transparent VAE",
     "LayerDiffuseRGBATrainingDataset": "Layer Diffuse RGBA Training Dataset",
     "LayerDiffuseLoadRGBAVAE": "Layer Diffuse Load RGBA VAE",

@@ -49,7 +49,7 @@ def _rgba_batch(count: int = 3) -> torch.Tensor:
 def test_the_node_registers_on_every_host_with_layers_optional():
     inputs = SaveStack.INPUT_TYPES()
     assert inputs["optional"]["layers"][0] == "LAYERS" and "layers" not in inputs["required"]
-    assert NODE_DISPLAY_NAME_MAPPINGS["LayerDiffuseSaveLayerStack"] == "Layer Diffuse Save Layer Stack (ORA/PSD)"
+    assert NODE_DISPLAY_NAME_MAPPINGS["LayerDiffuseSaveLayerStack"] == "Layer Diffuse Save Layer Stack"
 
 
 def test_an_rgba_batch_becomes_one_layered_file_with_every_image_a_layer(output_dir):
