@@ -87,13 +87,33 @@ def trained(tmp_path_factory, narrow, clip):
     return output, report
 
 
+def _first_model_folder(tmp_path: Path, name: str):
+    """An empty `name` model folder first in the host's search list while the test runs."""
+    folder = tmp_path / name
+    folder.mkdir()
+    paths, extensions = folder_paths.folder_names_and_paths[name]
+    saved = list(paths)
+    folder_paths.add_model_folder_path(name, str(folder), is_default=True)
+    yield folder
+    folder_paths.folder_names_and_paths[name] = (saved, extensions)
+
+
 @pytest.fixture
 def lora_folder(tmp_path) -> Path:
     """An empty `loras` folder first in the host's search list, for LoraLoader."""
-    folder = tmp_path / "loras"
-    folder.mkdir()
-    paths, extensions = folder_paths.folder_names_and_paths["loras"]
-    saved = list(paths)
-    folder_paths.add_model_folder_path("loras", str(folder), is_default=True)
-    yield folder
-    folder_paths.folder_names_and_paths["loras"] = (saved, extensions)
+    yield from _first_model_folder(tmp_path, "loras")
+
+
+@pytest.fixture
+def vae_folder(tmp_path) -> Path:
+    """An empty `vae` folder first in the host's search list."""
+    yield from _first_model_folder(tmp_path, "vae")
+
+
+@pytest.fixture
+def output_dir(tmp_path) -> Path:
+    """The host's output folder moved to the test's own while the test runs."""
+    saved = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    yield tmp_path
+    folder_paths.set_output_directory(saved)

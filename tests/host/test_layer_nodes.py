@@ -7,7 +7,6 @@ import os
 import xml.etree.ElementTree as ET
 import zipfile
 
-import folder_paths
 import numpy as np
 import pytest
 import torch
@@ -24,14 +23,6 @@ def _foreground(batch: int = 1) -> torch.Tensor:
     rgba[:, 4:12, 6:18] = torch.tensor([1.0, 0.2, 0.1, 1.0])
     rgba[:, 4:12, 6:8, 3] = 0.5
     return rgba
-
-
-@pytest.fixture
-def output_dir(tmp_path):
-    saved = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_output_directory(saved)
 
 
 def test_composite_puts_the_foreground_over_an_opaque_background():

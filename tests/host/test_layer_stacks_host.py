@@ -9,7 +9,6 @@ import math
 import xml.etree.ElementTree as ET
 import zipfile
 
-import folder_paths
 import numpy as np
 import pytest
 import torch
@@ -18,14 +17,6 @@ from PIL import Image
 from psd_tools import PSDImage
 
 SaveStack = NODE_CLASS_MAPPINGS["LayerDiffuseSaveLayerStack"]
-
-
-@pytest.fixture
-def output_dir(tmp_path):
-    saved = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_output_directory(saved)
 
 
 def _uint8(image: torch.Tensor) -> np.ndarray:

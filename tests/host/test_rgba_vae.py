@@ -164,20 +164,6 @@ def test_a_file_missing_tensors_is_refused_before_the_host_builds_it(files, tmp_
 
 # --- The nodes ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def vae_folder(tmp_path):
-    """An empty vae folder first in the host's search list."""
-    import folder_paths
-
-    folder = tmp_path / "vae"
-    folder.mkdir()
-    paths, extensions = folder_paths.folder_names_and_paths["vae"]
-    saved = list(paths)
-    folder_paths.add_model_folder_path("vae", str(folder), is_default=True)
-    yield folder
-    folder_paths.folder_names_and_paths["vae"] = (saved, extensions)
-
-
 def test_the_loader_lists_the_published_files_then_the_vae_folder_and_loads(files, vae_folder):
     import shutil
 
