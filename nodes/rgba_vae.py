@@ -9,6 +9,7 @@ from ..common import host as common_host
 from ..layer_model import host_rgba_lora, host_rgba_vae
 from ..layer_model.alpha import preview_on_checkerboard, split_alpha
 from .layer_diffuse import END, MODEL_OUT_TOOLTIP, START
+from .transparency import MASK_OUTPUT_TOOLTIP, PREVIEW_OUTPUT_TOOLTIP, RGBA_RETURN_NAMES, RGBA_RETURN_TYPES
 
 CATEGORY = "layer_diffuse"
 
@@ -38,13 +39,12 @@ class LayerDiffuseRGBAVAEDecode:
                    "preview over a checkerboard (the outputs of Layer Diffuse Decode).")
     CATEGORY = CATEGORY
     FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
-    RETURN_NAMES = ("rgba", "mask", "preview")
+    RETURN_TYPES, RETURN_NAMES = RGBA_RETURN_TYPES, RGBA_RETURN_NAMES
     OUTPUT_TOOLTIPS = (
         "RGBA image (4 channels, straight colour). Save Image writes a transparent PNG; Layer Diffuse Composite and "
         "the Save Layers nodes take it as a layer.",
-        "Transparency as a MASK in the host's convention (as Load Image gives it): 1 where transparent.",
-        "The RGBA image over a checkerboard, to see the transparency in a preview.",
+        MASK_OUTPUT_TOOLTIP,
+        PREVIEW_OUTPUT_TOOLTIP,
     )
 
     @classmethod

@@ -76,17 +76,22 @@ def _outputs(rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return _to_bhwc(out), 1.0 - out[:, 3], _to_bhwc(preview)
 
 
+# What every RGBA decode node gives, so they chain with the same preview, composite and save nodes.
+RGBA_RETURN_TYPES, RGBA_RETURN_NAMES = ("IMAGE", "MASK", "IMAGE"), ("rgba", "mask", "preview")
+MASK_OUTPUT_TOOLTIP = "Transparency as a MASK in the host's convention (as Load Image gives it): 1 where transparent."
+PREVIEW_OUTPUT_TOOLTIP = "The RGBA image over a checkerboard, to see the transparency in a preview."
+
+
 class LayerDiffuseDecode:
     DESCRIPTION = ("Turns a LayerDiffusion latent and its normally decoded image into a transparent RGBA image "
                    "with the transparent VAE decoder.")
     CATEGORY = CATEGORY
     FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
-    RETURN_NAMES = ("rgba", "mask", "preview")
+    RETURN_TYPES, RETURN_NAMES = RGBA_RETURN_TYPES, RGBA_RETURN_NAMES
     OUTPUT_TOOLTIPS = (
         "RGBA image (4 channels, straight alpha). Save Image writes it as a transparent PNG.",
-        "Transparency as a MASK in the host's convention (as Load Image gives it): 1 where transparent.",
-        "The RGBA image over a checkerboard, to see the transparency in a preview.",
+        MASK_OUTPUT_TOOLTIP,
+        PREVIEW_OUTPUT_TOOLTIP,
     )
 
     @classmethod
