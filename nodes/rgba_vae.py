@@ -25,7 +25,9 @@ class LayerDiffuseLoadRGBAVAE:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae_name": (host_rgba_vae.rgba_vae_choices(), {
+        choices = host_rgba_vae.rgba_vae_choices()  # the published files first, always listed
+        return {"required": {"vae_name": (choices, {
+            "default": choices[0],
             "tooltip": "alphavae_flux1_rgba_vae / flux2_klein_alpha_rgba_vae: the published files (downloaded into "
                        "models/layer_model when missing; also found in models/vae). Or an RGBA VAE file in "
                        "models/vae; RGB VAEs are refused (load those with Load VAE)."})}}
@@ -106,11 +108,13 @@ class LayerDiffuseApplyRGBAVAELoRA:
 
     @classmethod
     def INPUT_TYPES(cls):
+        choices = host_rgba_lora.rgba_vae_lora_choices()  # the published files first, always listed
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The model the LoRA was trained on (Load Diffusion Model): FLUX.1-dev "
                                                "for AlphaVAE's, FLUX.2 Klein Base 4B or 9B for flux2-klein-alpha's."}),
-                "lora_name": (host_rgba_lora.rgba_vae_lora_choices(), {
+                "lora_name": (choices, {
+                    "default": choices[0],
                     "tooltip": "alphavae_flux1_lora (FLUX.1-dev): text to RGBA with AlphaVAE's VAE. "
                                "flux2_klein_alpha_extract_4b/_9b (FLUX.2 Klein Base 4B/9B): cut an object out as "
                                "RGBA, given the picture and a background plate (the same picture without it) as "

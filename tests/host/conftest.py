@@ -28,14 +28,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def layer_folder(tmp_path, monkeypatch) -> Path:
     """An empty layer_model folder first in the host's search list; downloads go nowhere."""
-    folder = tmp_path / "layer_model"
-    folder.mkdir()
-    paths, extensions = folder_paths.folder_names_and_paths[weights.FOLDER_NAME]
-    saved = list(paths)
-    folder_paths.add_model_folder_path(weights.FOLDER_NAME, str(folder), is_default=True)
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
-    yield folder
-    folder_paths.folder_names_and_paths[weights.FOLDER_NAME] = (saved, extensions)
+    yield from _first_model_folder(tmp_path, weights.FOLDER_NAME)
 
 
 @pytest.fixture
@@ -49,13 +43,7 @@ def sd15_codecs(layer_folder, fixture_cache) -> Path:
 @pytest.fixture
 def predictor_folder(tmp_path) -> Path:
     """An empty edge_predictor folder first in the host's search list (where trained predictors are saved)."""
-    folder = tmp_path / "edge_predictor"
-    folder.mkdir()
-    paths, extensions = folder_paths.folder_names_and_paths[sketch_host.FOLDER_NAME]
-    saved = list(paths)
-    folder_paths.add_model_folder_path(sketch_host.FOLDER_NAME, str(folder), is_default=True)
-    yield folder
-    folder_paths.folder_names_and_paths[sketch_host.FOLDER_NAME] = (saved, extensions)
+    yield from _first_model_folder(tmp_path, sketch_host.FOLDER_NAME)
 
 
 # --- Sketch guidance: the narrow SD1.5 UNet, a CLIP, and a predictor trained for it (shared by the test files) ---
@@ -88,14 +76,20 @@ def trained(tmp_path_factory, narrow, clip):
 
 
 def _first_model_folder(tmp_path: Path, name: str):
-    """An empty `name` model folder first in the host's search list while the test runs."""
+    """An empty `name` model folder first in the host's search list while the test runs.
+
+    The host's file-list cache is dropped on both sides: it keeps the folders it listed and reads their times on
+    the next call, and a passing test's tmp_path is deleted (tmp_path_retention_policy), which would fail that read.
+    """
     folder = tmp_path / name
     folder.mkdir()
     paths, extensions = folder_paths.folder_names_and_paths[name]
     saved = list(paths)
     folder_paths.add_model_folder_path(name, str(folder), is_default=True)
+    folder_paths.filename_list_cache.pop(name, None)
     yield folder
     folder_paths.folder_names_and_paths[name] = (saved, extensions)
+    folder_paths.filename_list_cache.pop(name, None)
 
 
 @pytest.fixture
