@@ -17,10 +17,12 @@ from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from support import fixtures, sketches
 from support.fixtures import SD15_CHECKPOINT as CHECKPOINT
+from support.workflow_hosts import fits_this_host
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host]
 
-SD15_WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows" / "api").glob("sd15_*.json"))
+API_FOLDER = Path(__file__).resolve().parents[2] / "workflows" / "api"
+SD15_WORKFLOWS = [path for path in sorted(API_FOLDER.glob("sd15_*.json")) if fits_this_host(path)]
 SIZE = 64
 
 
@@ -55,6 +57,18 @@ def _shrink(graph: dict, training_folder: Path, name: str) -> dict:
     return graph
 
 
+LAYERED_SAVERS = ("LayerDiffuseSaveLayers", "LayerDiffuseSaveLayerStack")
+
+
+def _layer_names(graph: dict, saver: str) -> list[str]:
+    """The names the host's Add Layer nodes give the stack a Save Layer Stack node writes (none for image inputs)."""
+    names, source = [], graph[saver]["inputs"].get("layers")
+    while source is not None:
+        names.append(graph[source[0]]["inputs"]["name"])
+        source = graph[source[0]]["inputs"].get("layers")
+    return names
+
+
 def _decoded_rgba_outputs(graph: dict) -> set[str]:
     """Save nodes whose images come straight from a transparent decode's RGBA output."""
     decoders = {i for i, n in graph.items() if n["class_type"] in ("LayerDiffuseDecode", "LayerDiffuseDecodeSplit")}
@@ -69,7 +83,7 @@ def test_shipped_sd15_workflow_runs_and_writes_its_outputs(live_server, tmp_path
     graph = _shrink(client.load_workflow(path), training, path.stem)
     result = client.run(live_server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
-    savers = [i for i, n in graph.items() if n["class_type"] in ("SaveImage", "LayerDiffuseSaveLayers")]
+    savers = [i for i, n in graph.items() if n["class_type"] in ("SaveImage", *LAYERED_SAVERS)]
     for node in savers:
         images = result.outputs.get(node, {}).get("images", [])
         assert images, f"{path.name}: node {node} ({graph[node]['class_type']}) saved nothing"
@@ -77,14 +91,17 @@ def test_shipped_sd15_workflow_runs_and_writes_its_outputs(live_server, tmp_path
             file = live_server.output_dir / image["subfolder"] / image["filename"]
             picture = Image.open(file)
             assert picture.size == (SIZE, SIZE), f"{file.name} is {picture.size}"
-            if node in _decoded_rgba_outputs(graph) or graph[node]["class_type"] == "LayerDiffuseSaveLayers":
+            if node in _decoded_rgba_outputs(graph) or graph[node]["class_type"] in LAYERED_SAVERS:
                 assert picture.mode == "RGBA", f"{file.name} has no alpha"
-        if graph[node]["class_type"] == "LayerDiffuseSaveLayers":
+        if graph[node]["class_type"] in LAYERED_SAVERS:
             stem = images[0]["filename"].rsplit("_", 1)[0] + "_"
             folder = live_server.output_dir / images[0]["subfolder"]
             with zipfile.ZipFile(folder / f"{stem}.ora") as archive:
                 assert archive.read("mimetype") == b"image/openraster"
+                stack = archive.read("stack.xml").decode()
             assert (folder / f"{stem}.psd").read_bytes()[:4] == b"8BPS"
+            for name in _layer_names(graph, node):
+                assert f'name="{name}"' in stack, f"{path.name}: no layer {name!r} in {stack}"
     for node in _decoded_rgba_outputs(graph):
         image = result.outputs[node]["images"][0]
         alpha = np.asarray(Image.open(live_server.output_dir / image["subfolder"] / image["filename"]))[..., 3]

@@ -1,5 +1,6 @@
 """The shipped FLUX graphs over HTTP on a server with the reduced FLUX.1-dev (the host detects it from the file),
-a random `ae` VAE, the random FLUX LoRA and TransparentVAE.pth; bad inputs answered clearly, server kept serving.
+a random `ae` VAE, the random FLUX LoRA and TransparentVAE.pth, and AlphaVAE's RGBA VAE and LoRA in their published
+layouts; bad inputs answered clearly, server kept serving.
 
 Only the text encoders are swapped for a test-only node of the same CONDITIONING shapes (T5-XXL is 4.8 B
 parameters); the graphs are shrunk to 64 px and two steps for a CPU.
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
-from support import fixtures, flux_models
+from support import fixtures, flux_models, rgba_vaes
 from support.servers import flux_setup, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host]
@@ -128,3 +129,45 @@ def test_truncated_transparent_vae_is_refused_then_a_good_file_works(flux_server
         shutil.copy(flux_models.transparent_vae_pth(fixture_cache), pth)
     retried = _rgba_png(flux_server, _shrunk("flux_transparent.json", LayerDiffuseDecode={"sub_batch_size": 5}))
     assert retried[..., 3].std() > 1.0 and converted.exists()
+
+
+# --- AlphaVAE: the RGBA VAE and its LoRA ----------------------------------------------------------------------------
+
+ALPHAVAE = "flux_alphavae_transparent.json"
+
+
+def test_shipped_alphavae_workflow_writes_a_transparent_png(flux_server):
+    with_lora = _rgba_png(flux_server, _shrunk(ALPHAVAE))
+    assert with_lora[..., 3].std() > 1.0, "alpha must vary across the image"
+    without = _rgba_png(flux_server, _shrunk(ALPHAVAE, LayerDiffuseApplyRGBAVAELoRA={"strength": 0.0}))
+    assert np.abs(with_lora - without).max() > 2, "AlphaVAE's LoRA must change the image"
+
+
+def _truncated_rgba_vae(base: Path, fixture_cache: Path) -> str:
+    source = rgba_vaes.rgba_vae_file(fixture_cache, "alphavae", "diffusers")
+    fixtures.truncated_copy(source, base / "models" / "vae" / "truncated_alphavae.safetensors")
+    return "truncated_alphavae.safetensors"
+
+
+RGBA_BAD_INPUTS = [
+    ("an RGB VAE given as RGBA", lambda base, cache: {"LayerDiffuseLoadRGBAVAE": {"vae_name": "ae.safetensors"}},
+     ("ae.safetensors is a VAE with 3 image channels in and 3 out", "Load VAE")),
+    ("a LoRA for another family", lambda base, cache: {"LayerDiffuseApplyRGBAVAELoRA": {
+        "lora_name": "flux2_klein_alpha_extract_4b.safetensors"}},
+     ("is a LoRA for FLUX.2 Klein Base 4B, but the connected MODEL is Flux", "Load FLUX.2 Klein Base 4B")),
+    ("a truncated RGBA VAE", lambda base, cache: {"LayerDiffuseLoadRGBAVAE": {
+        "vae_name": _truncated_rgba_vae(base, cache)}},
+     ("truncated_alphavae.safetensors", "truncated or corrupt")),
+]
+
+
+@pytest.mark.parametrize("case, settings, phrases", RGBA_BAD_INPUTS, ids=[c[0] for c in RGBA_BAD_INPUTS])
+def test_bad_rgba_vae_input_gets_a_clear_error_and_the_server_keeps_serving(flux_server, fixture_cache, case,
+                                                                            settings, phrases):
+    server, base, _ = flux_server
+    result = client.run(server.url, _shrunk(ALPHAVAE, **settings(base, fixture_cache)), timeout=600)
+    assert not result.ok, f"{case}: expected an error"
+    for phrase in phrases:
+        assert phrase in result.error["exception_message"], f"{case}: {phrase!r} not in {result.error}"
+    good = _shrunk(ALPHAVAE, KSampler={"seed": len(case)})  # not a prompt the server has cached
+    assert _rgba_png(flux_server, good)[..., 3].std() > 1.0

@@ -12,6 +12,7 @@ from pathlib import Path
 import hostenv
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
+from support.workflow_hosts import NEEDS_HOST, fits_this_host
 from workflow_ui import api_inputs_without_meta, build_ui, ui_problems, value_problem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.contract]
@@ -19,21 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.contract]
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 ALL_API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 PYTHON = f".host/{hostenv.NEWEST.version}/venv/bin/python"
-# Workflows that need a newer host than the floor, and the first supported host they fit: Train LoRA gained
-# inputs and dropped its MODEL output after 0.3.75. The README says so.
-NEEDS_HOST = {"train_transparency_lora_zimage.json": "0.30.0", "train_transparency_lora_sdxl.json": "0.30.0"}
-
-
-def _version(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
-def _fits_this_host(path: Path) -> bool:
-    return _version(hostenv.HOST.version) >= _version(NEEDS_HOST.get(path.name, hostenv.FLOOR.version))
-
-
-API_FILES = [path for path in ALL_API_FILES if _fits_this_host(path)]
-OLDER_HOST_FILES = [path for path in ALL_API_FILES if not _fits_this_host(path)]
+API_FILES = [path for path in ALL_API_FILES if fits_this_host(path)]
+OLDER_HOST_FILES = [path for path in ALL_API_FILES if not fits_this_host(path)]
 
 
 @pytest.fixture(scope="module")

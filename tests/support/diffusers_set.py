@@ -57,7 +57,11 @@ def random_offsets(layout=NARROW_SDXL, seed: int = 0, scale: float = 0.01) -> di
             for name, (_, shape) in offset_names(*layout).items()}
 
 
-def attn_file(cache: Path, seed: int = 0) -> Path:
-    """`ld_diffusers_sdxl_attn.safetensors` for the narrow SDXL UNet, in fp16 (cached)."""
-    return fixtures.cached_file(cache, f"random_ld_diffusers_sdxl_attn_narrow_s{seed}.safetensors",
-                                lambda: random_offsets(NARROW_SDXL, seed))
+LAYOUT_NAMES = {NARROW_SDXL: "narrow", FULL_SDXL: "full"}
+
+
+def attn_file(cache: Path, seed: int = 0, layout=NARROW_SDXL) -> Path:
+    """`ld_diffusers_sdxl_attn.safetensors` for the narrow SDXL UNet (or the full one: 590 M offsets, 1.2 GB), in fp16
+    (cached)."""
+    return fixtures.cached_file(cache, f"random_ld_diffusers_sdxl_attn_{LAYOUT_NAMES[layout]}_s{seed}.safetensors",
+                                lambda: random_offsets(layout, seed))

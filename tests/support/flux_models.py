@@ -226,6 +226,11 @@ def alphavae_lora(rank: int = 64, seed: int = 0, scale: float = 0.02) -> dict[st
     return state
 
 
+def alphavae_lora_file(cache: Path) -> Path:
+    """`alphavae_lora` for the reduced FLUX.1, cached."""
+    return fixtures.cached_file(cache, "random_alphavae_flux1_lora_d1s1.safetensors", alphavae_lora)
+
+
 def flux_conditioning(seed: int = 0, tokens: int = 16, guidance: float = 3.5) -> list:
     """CONDITIONING of FLUX.1's shapes (T5-XXL tokens, CLIP-L pooled) without the 4.8 B-parameter text encoder."""
     generator = torch.Generator().manual_seed(seed)

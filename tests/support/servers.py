@@ -11,7 +11,7 @@ import torch
 from comfyui_layer_sketch import queue_workflow as client
 from host_server import ComfyServer, free_port
 
-from . import fixtures, flux_models, layer_files
+from . import fixtures, flux_models, layer_files, rgba_vaes
 
 _RUNNING: list[ComfyServer] = []
 
@@ -53,8 +53,8 @@ FLUX_TEST_NODES = Path(__file__).resolve().parent / "flux_test_nodes"
 
 def flux_setup(make_dir: Callable[[str], Path], cache: Path) -> tuple[Path, Path]:
     """(base dir, layer_model folder) with the reduced FLUX.1-dev and a random `ae` under the names the shipped
-    FLUX graphs use, the FLUX LoRA and TransparentVAE.pth in the layer_model folder, and the test-only
-    conditioning node in custom_nodes."""
+    FLUX graphs use, the FLUX LoRA, TransparentVAE.pth and AlphaVAE's RGBA VAE (diffusers layout) and LoRA in the
+    layer_model folder, and the test-only conditioning node in custom_nodes."""
     base = new_base_dir(make_dir, {
         "diffusion_models": {"flux1-dev.safetensors": flux_models.reduced_flux_file(cache)},
         "vae": {"ae.safetensors": flux_models.flux_vae_file(cache)},
@@ -67,6 +67,9 @@ def flux_setup(make_dir: Callable[[str], Path], cache: Path) -> tuple[Path, Path
         fixtures._save(flux_models.peft_lora(scale=0.05), lora)
     (layer_folder / "layerlora.safetensors").symlink_to(lora)
     (layer_folder / "TransparentVAE.pth").symlink_to(flux_models.transparent_vae_pth(cache))
+    (layer_folder / "alphavae_flux1_rgba_vae.safetensors").symlink_to(rgba_vaes.rgba_vae_file(cache, "alphavae",
+                                                                                              "diffusers"))
+    (layer_folder / "alphavae_flux1_lora.safetensors").symlink_to(flux_models.alphavae_lora_file(cache))
     return base, layer_folder
 
 
