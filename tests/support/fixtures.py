@@ -115,6 +115,21 @@ def sdxl_checkpoint_and_lora(cache: Path) -> tuple[Path, Path]:
     return checkpoint, lora
 
 
+SDXL_VEGA_CHECKPOINT = "random_sdxl_segmind_vega_bf16.safetensors"
+
+
+def sdxl_vega_checkpoint(cache: Path) -> Path:
+    """An SDXL checkpoint with Segmind Vega's reduced UNet (745 M parameters; SDXL's 2.6 B) and SDXL's real-shape
+    CLIP-L, CLIP-G and VAE, random bf16 weights: the host detects it as `Segmind_Vega`, an SDXL with SDXL
+    latents, and it trains within a CI machine's memory where the full-size UNet does not."""
+    path = cache / SDXL_VEGA_CHECKPOINT
+    if not path.exists():
+        with files.atomic_path(path) as tmp:
+            subprocess.run([sys.executable, str(HERE / "make_sdxl_checkpoint.py"), tmp, "--layout", "vega"],
+                           check=True, env=dict(os.environ), cwd=HERE)
+    return path
+
+
 SD15_PREDICTOR = "random_sd15_paper_edges.safetensors"
 SDXL_PREDICTOR = "random_sdxl_paper_edges.safetensors"
 

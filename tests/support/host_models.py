@@ -46,6 +46,11 @@ SDXL_FULL_UNET = {
     "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
+# Segmind Vega's published layout (the host's `Segmind_Vega`, an SDXL subclass with SDXL latents): SDXL's widths,
+# blocks and text encoders with fewer transformer blocks (6 down, 9 up, none in the middle; SDXL has 70):
+# 745 M UNet parameters against 2.6 B, the smallest reduced SDXL the host detects.
+SEGMIND_VEGA_UNET = dict(SDXL_FULL_UNET, transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_middle=-1,
+                         transformer_depth_output=[0, 0, 0, 1, 1, 1, 2, 2, 2])
 # The SDXL block layout (9 input blocks, 3-child middle block, 9 output blocks) at a fifth of the width
 # (SDXL's 64-channel attention heads need at least 64 channels).
 NARROW_SDXL_UNET = dict(TINY_SDXL_UNET, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
