@@ -12,6 +12,7 @@ from collections.abc import Callable
 import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.supported_models
 import comfy.utils
 import folder_paths
 import torch
@@ -61,6 +62,16 @@ def base_from_model(model) -> str:
     return common_host.model_family(model, BASE_CHOICES, (
         "The connected MODEL ({model}) is not SD1.5, SDXL or FLUX.1; LayerDiffusion only has weights for those "
         "(FLUX.2, SD3 and others use another latent space). Load an SD1.5, SDXL or FLUX.1 model."))
+
+
+def flux_architecture(model) -> str | None:
+    """weights.FLUX (FLUX.1) or weights.FLUX2 for the host's FLUX transformers, read from the model's config class
+    (FLUX.2's subclasses FLUX.1's); None for any other, including Z-Image, Lumina 2 and HiDream, which sample
+    FLUX.1's latents with transformers of their own."""
+    config = model.model.model_config
+    if isinstance(config, comfy.supported_models.Flux2):
+        return weights.FLUX2
+    return weights.FLUX if isinstance(config, comfy.supported_models.Flux) else None
 
 
 def check_latent_channels(channels: int, base: str) -> None:

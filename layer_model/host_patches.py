@@ -15,7 +15,6 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
 import comfy.patcher_extension
-import comfy.supported_models
 import comfy.utils
 import torch
 from comfy.weight_adapter import LoRAAdapter
@@ -44,7 +43,7 @@ def check_mode_fits(model: ModelPatcher, mode: LayerMode) -> None:
     if base != mode.base:
         raise ValueError(f"'{mode.name}' is made for {mode.base} models, but the connected MODEL is {base}. "
                          f"Choose one of the {base} modes (or 'auto').")
-    if mode.base == weights.FLUX and not isinstance(model.model.model_config, comfy.supported_models.Flux):
+    if mode.base == weights.FLUX and host.flux_architecture(model) != weights.FLUX:
         raise ValueError(
             f"The connected MODEL ({type(model.model.model_config).__name__}) samples FLUX.1's latents but is not "
             f"FLUX.1, and the published transparency LoRA of '{mode.name}' is for FLUX.1 only. Train one for this "

@@ -9,7 +9,6 @@ Apply does the FLUX LayerDiffuse LoRA (`host_patches.apply_lora_file`).
 from __future__ import annotations
 
 import comfy.model_patcher
-import comfy.supported_models
 import folder_paths
 
 from . import host, host_patches, weights
@@ -30,16 +29,9 @@ def rgba_vae_lora_path(name: str) -> str:
     return host.chosen_file(name, RGBA_VAE_LORAS, LORA_FOLDER)
 
 
-def _family(model: comfy.model_patcher.ModelPatcher) -> str | None:
-    config = model.model.model_config
-    if isinstance(config, comfy.supported_models.Flux2):  # a subclass of Flux: asked first
-        return weights.FLUX2
-    return weights.FLUX if isinstance(config, comfy.supported_models.Flux) else None
-
-
 def check_model_fits(model: comfy.model_patcher.ModelPatcher, lora: RGBAVAELoRA) -> None:
     """Refuse, before any file is read, a model of another family or width than the LoRA was trained on."""
-    family, config = _family(model), model.model.model_config
+    family, config = host.flux_architecture(model), model.model.model_config
     expected = weights.REGISTRY[lora.file].base
     if family != expected:
         raise ValueError(f"{lora.file} is a LoRA for {lora.model}, but the connected MODEL is "
