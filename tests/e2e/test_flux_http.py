@@ -8,7 +8,6 @@ parameters); the graphs are shrunk to 64 px and two steps for a CPU.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
-from support import fixtures, flux_models, rgba_vaes
+from support import fixtures, flux_models, graphs, http_outputs, rgba_vaes
 from support.servers import flux_setup, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host]
@@ -38,34 +37,18 @@ def flux_server(tmp_path_factory, fixture_cache):
     server.stop()
 
 
+SHRINK = {"EmptySD3LatentImage": {"width": SIZE, "height": SIZE}, "KSampler": {"steps": 2},
+          "LayerDiffuseDecode": {"augmentations": "2"}}
+
+
 def _shrunk(name: str, **settings) -> dict:
     """A shipped FLUX graph at 64 px, 2 steps, 2 decode variants, the text encoders swapped for test conditioning."""
-    graph = client.load_workflow(WORKFLOWS / name)
-    for node_id, node in list(graph.items()):
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "DualCLIPLoader":
-            del graph[node_id]
-        elif kind == "CLIPTextEncode":
-            graph[node_id] = {"class_type": "LayerSketchTestFluxConditioning", "inputs": {"seed": 1, "tokens": 16}}
-        elif kind == "EmptySD3LatentImage":
-            inputs.update(width=SIZE, height=SIZE)
-        elif kind == "KSampler":
-            inputs.update(steps=2)
-        elif kind == "LayerDiffuseDecode":
-            inputs.update(augmentations="2")
-        inputs.update(settings.get(kind, {}))
-    return graph
+    return graphs.shrunk(WORKFLOWS / name, {"tokens": 16}, SHRINK, settings)
 
 
 def _rgba_png(flux_server, graph: dict) -> np.ndarray:
     server, base, _ = flux_server
-    result = client.run(server.url, graph, timeout=900)
-    assert result.ok, json.dumps(result.error, indent=1)
-    [png] = client.output_paths(result, base / "output")
-    image = Image.open(png)
-    assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
-    assert [i for i in result.images() if i["type"] == "temp"], "the checkerboard preview is shown in the UI"
-    return np.asarray(image).astype(int)
+    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, preview=True)
 
 
 def test_shipped_flux_workflow_writes_a_transparent_png(flux_server):

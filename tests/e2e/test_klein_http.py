@@ -8,14 +8,13 @@ The text encoder (Qwen3-4B) is swapped for the test-only conditioning node of it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
-from support import fixtures, klein_models, rgba_vaes
+from support import fixtures, graphs, http_outputs, klein_models, rgba_vaes
 from support.servers import FLUX_TEST_NODES, new_base_dir, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.newest_host]
@@ -63,29 +62,13 @@ def klein_server(tmp_path_factory, fixture_cache):
 
 def _shrunk(**settings) -> dict:
     """The shipped graph with Qwen3-4B's conditioning from the test node, two steps; `settings` by node type."""
-    graph = client.load_workflow(WORKFLOW)
-    for node_id, node in list(graph.items()):
-        kind = node["class_type"]
-        if kind == "CLIPLoader":
-            del graph[node_id]
-        elif kind == "CLIPTextEncode":
-            node = graph[node_id] = {"class_type": "LayerSketchTestFluxConditioning", "inputs": {
-                "seed": int(node_id), "tokens": 8, "features": klein_models.CONTEXT, "pooled": False}}
-        elif kind == "KSampler":
-            node["inputs"].update(steps=2)
-        node["inputs"].update(settings.get(kind, {}))
-    return graph
+    conditioning = {"tokens": 8, "features": klein_models.CONTEXT, "pooled": False}
+    return graphs.shrunk(WORKFLOW, conditioning, {"KSampler": {"steps": 2}}, settings)
 
 
 def _extracted(klein_server, graph: dict) -> np.ndarray:
     server, base = klein_server
-    result = client.run(server.url, graph, timeout=900)
-    assert result.ok, json.dumps(result.error, indent=1)
-    [png] = client.output_paths(result, base / "output")
-    image = Image.open(png)
-    assert image.mode == "RGBA" and image.size == (SIZE, SIZE), "the picture's size, with alpha"
-    assert [i for i in result.images() if i["type"] == "temp"], "the checkerboard preview is shown in the UI"
-    return np.asarray(image).astype(int)
+    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, preview=True)
 
 
 def test_shipped_extract_workflow_writes_a_transparent_png(klein_server):

@@ -18,7 +18,7 @@ import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
 from psd_tools import PSDImage
-from support import qwen_layered_models
+from support import graphs, qwen_layered_models
 from support.servers import FLUX_TEST_NODES, new_base_dir, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.host, pytest.mark.newest_host]
@@ -53,23 +53,13 @@ def qwen_server(tmp_path_factory, fixture_cache):
     server.stop()
 
 
+SHRINK = {"ImageScaleToTotalPixels": {"megapixels": 0.01}, "EmptyQwenImageLayeredLatentImage": {"layers": LAYERS},
+          "KSampler": {"steps": 2}}
+
+
 def _shrunk(**settings) -> dict:
-    graph = client.load_workflow(WORKFLOW)
-    for node_id, node in list(graph.items()):
-        kind = node["class_type"]
-        if kind == "CLIPLoader":
-            del graph[node_id]
-        elif kind == "CLIPTextEncode":
-            node = graph[node_id] = {"class_type": "LayerSketchTestFluxConditioning", "inputs": {
-                "seed": int(node_id), "tokens": 8, "features": qwen_layered_models.TEXT_FEATURES, "pooled": False}}
-        elif kind == "ImageScaleToTotalPixels":
-            node["inputs"].update(megapixels=0.01)
-        elif kind == "EmptyQwenImageLayeredLatentImage":
-            node["inputs"].update(layers=LAYERS)
-        elif kind == "KSampler":
-            node["inputs"].update(steps=2)
-        node["inputs"].update(settings.get(kind, {}))
-    return graph
+    conditioning = {"tokens": 8, "features": qwen_layered_models.TEXT_FEATURES, "pooled": False}
+    return graphs.shrunk(WORKFLOW, conditioning, SHRINK, settings)
 
 
 def _layers(qwen_server, graph: dict) -> tuple[list[np.ndarray], Path]:

@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
-from PIL import Image
-from safetensors import safe_open
-from support import fixtures
+from support import fixtures, http_outputs
 from support.servers import new_base_dir, pause_others, resume, start_server
 from support.shapes import write_discs
 
@@ -100,12 +98,7 @@ def _sampled_rgba(sdxl_server, seed: int, strength: float) -> np.ndarray:
     server, base = sdxl_server
     graph = _shrunk("sdxl_finetune_transparent.json", KSampler={"seed": seed},
                     LoraLoaderModelOnly={"strength_model": strength})
-    result = client.run(server.url, graph, timeout=600)
-    assert result.ok, json.dumps(result.error, indent=1)
-    [png] = client.output_paths(result, base / "output")
-    image = Image.open(png)
-    assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
-    return np.asarray(image).astype(np.float32)
+    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, timeout=600).astype(np.float32)
 
 
 def test_the_use_graph_writes_rgba_and_the_lora_changes_it(sdxl_server, trained_lora):
@@ -117,11 +110,6 @@ def test_the_use_graph_writes_rgba_and_the_lora_changes_it(sdxl_server, trained_
 def test_every_key_of_the_saved_lora_applies(sdxl_server, trained_lora):
     server, base = sdxl_server
     _sampled_rgba(sdxl_server, 1, 1.0)  # the host's LoRA loader has run, whichever tests ran before
-    log = (base / "server.log").read_text(errors="replace")
-    assert "lora key not loaded" not in log, [line for line in log.splitlines() if "lora key not loaded" in line][:5]
-    with safe_open(str(trained_lora), "pt") as lora:
-        keys = list(lora.keys())
-    for block in TRAINED_BLOCKS:
-        assert any(block in key for key in keys), f"the LoRA trains {block}*: {keys[:8]}"
+    keys = http_outputs.assert_lora_fully_applied(base / "server.log", trained_lora, TRAINED_BLOCKS)
     for block in ABSENT_BLOCKS:  # the reduced layout was what trained, not a full SDXL
         assert not any(block in key for key in keys), f"{block}* is not in Segmind Vega's UNet"

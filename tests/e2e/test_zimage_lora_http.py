@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
-from safetensors import safe_open
-from support import fixtures, flux_models, shapes, zimage_models
+from support import fixtures, flux_models, http_outputs, shapes, zimage_models
 from support.servers import new_base_dir, pause_others, resume, start_server
 from support.small_codecs import trained_codec_file
 
@@ -100,12 +99,7 @@ def _sampled_rgba(zimage_server, seed: int, strength: float) -> np.ndarray:
     server, base = zimage_server
     graph = _shrunk("zimage_transparent.json", KSampler={"seed": seed},
                     LoraLoaderModelOnly={"strength_model": strength})
-    result = client.run(server.url, graph, timeout=900)
-    assert result.ok, json.dumps(result.error, indent=1)
-    [png] = client.output_paths(result, base / "output")
-    image = Image.open(png)
-    assert image.mode == "RGBA" and image.size == (SIZE, SIZE)
-    return np.asarray(image).astype(np.float32)
+    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, timeout=900).astype(np.float32)
 
 
 def test_the_use_graph_writes_rgba_and_the_lora_changes_it(zimage_server, trained_lora):
@@ -117,12 +111,8 @@ def test_the_use_graph_writes_rgba_and_the_lora_changes_it(zimage_server, traine
 def test_every_key_of_the_saved_lora_applies(zimage_server, trained_lora):
     server, base = zimage_server
     _sampled_rgba(zimage_server, 1, 1.0)  # the host's LoRA loader has run, whichever tests ran before
-    log = (base / "server.log").read_text(errors="replace")
-    assert "lora key not loaded" not in log, [line for line in log.splitlines() if "lora key not loaded" in line][:5]
-    with safe_open(str(trained_lora), "pt") as lora:
-        keys = list(lora.keys())
-    for block in ("layers.0.", "noise_refiner.1.", "context_refiner.1."):
-        assert any(block in key for key in keys), f"the LoRA trains {block}*: {keys[:8]}"
+    http_outputs.assert_lora_fully_applied(base / "server.log", trained_lora,
+                                           ("layers.0.", "noise_refiner.1.", "context_refiner.1."))
 
 
 def _dataset_graph(folder: Path, model: list, vae: list) -> dict:

@@ -1,8 +1,32 @@
-"""Small API-format graphs the HTTP tests share."""
+"""Small API-format graphs the HTTP tests share, and the shipped graphs shrunk for a CPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from comfyui_layer_sketch import queue_workflow as client
+
 from .fixtures import SD15_CHECKPOINT as CHECKPOINT
+
+TEXT_ENCODER_LOADERS = ("CLIPLoader", "DualCLIPLoader")
+TEST_CONDITIONING = "LayerSketchTestFluxConditioning"  # support/flux_test_nodes
+
+
+def shrunk(path: Path, conditioning: dict | None, *settings: dict[str, dict]) -> dict:
+    """A shipped graph with, where `conditioning` gives the test-only node's inputs (tokens, features, pooled), its
+    text encoders swapped for that node (seeded by the encode node's id, so that prompts differ); then each of
+    `settings` ({node type: inputs}) applied in turn."""
+    graph = client.load_workflow(path)
+    for node_id, node in list(graph.items()):
+        kind = node["class_type"]
+        if conditioning is not None and kind in TEXT_ENCODER_LOADERS:
+            del graph[node_id]
+            continue
+        if conditioning is not None and kind == "CLIPTextEncode":
+            node = graph[node_id] = {"class_type": TEST_CONDITIONING, "inputs": {"seed": int(node_id), **conditioning}}
+        for changes in settings:
+            node["inputs"].update(changes.get(kind, {}))
+    return graph
 
 
 def decode_graph(width: int, height: int, image_width: int, image_height: int, sd_version: str = "SD1.5",
