@@ -69,6 +69,19 @@ def transparent_object(size: int = 512) -> Image.Image:
     return image
 
 
+def composite(size: int) -> Image.Image:
+    """The glass bottle standing in the table-top scene: a picture with an object to cut out or erase."""
+    return Image.alpha_composite(background(size).convert("RGBA"), transparent_object(size)).convert("RGB")
+
+
+def composite_masked(size: int) -> Image.Image:
+    """That picture as ComfyUI's mask editor saves it once the bottle is painted over: alpha 0 where painted (Load
+    Image's MASK is 1 - alpha), the colour kept underneath (Load Image's IMAGE)."""
+    picture = composite(size).convert("RGBA")
+    picture.putalpha(transparent_object(size).getchannel("A").point(lambda alpha: 0 if alpha else 255))
+    return picture
+
+
 def _backdrop(size: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
     column = Image.new("RGB", (1, size))
     for y in range(size):
@@ -85,6 +98,8 @@ def pictures() -> dict[str, Image.Image]:
         f"{PREFIX}background_1024.png": background(1024),
         f"{PREFIX}transparent.png": transparent_object(),
         f"{PREFIX}transparent_1024.png": transparent_object(1024),
+        f"{PREFIX}composite_1024.png": composite(1024),
+        f"{PREFIX}composite_masked_1024.png": composite_masked(1024),
     }
 
 

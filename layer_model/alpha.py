@@ -124,3 +124,12 @@ def split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.T
             "encode. Give an RGBA image (4 channels), or connect its MASK (Load Image's second output)."
         )
     return image[..., :3], image[..., 3:]
+
+
+def lift_alpha(alpha: torch.Tensor, masked_alpha: float) -> torch.Tensor:
+    """Alpha with full transparency raised to `masked_alpha`, opaque kept and partial alpha in between: with
+    mask = 1 - alpha, 1 - mask * (1 - masked_alpha). flux2-klein-alpha's Remove LoRA reads alpha 0.5 in its
+    reference photo as the area to erase; 0 gives `alpha` back unchanged."""
+    if not 0.0 <= masked_alpha <= 1.0:
+        raise ValueError(f"masked_alpha is an alpha value from 0 to 1, got {masked_alpha}.")
+    return alpha + masked_alpha * (1.0 - alpha)

@@ -7,7 +7,7 @@ import torch
 
 from ..common import host as common_host
 from ..layer_model import host_rgba_lora, host_rgba_vae
-from ..layer_model.alpha import preview_on_checkerboard, split_alpha
+from ..layer_model.alpha import lift_alpha, preview_on_checkerboard, split_alpha
 from .layer_diffuse import END, MODEL_OUT_TOOLTIP, START
 from .transparency import MASK_OUTPUT_TOOLTIP, PREVIEW_OUTPUT_TOOLTIP, RGBA_RETURN_NAMES, RGBA_RETURN_TYPES
 
@@ -67,7 +67,7 @@ class LayerDiffuseRGBAVAEDecode:
 
 class LayerDiffuseRGBAVAEEncode:
     DESCRIPTION = ("Encodes a transparent image with an RGBA VAE: the latent for transparent img2img, or for FLUX.2's "
-                   "ReferenceLatent (flux2-klein-alpha's extraction takes its reference images this way).")
+                   "ReferenceLatent (flux2-klein-alpha's extraction and removal take their reference images this way).")
     CATEGORY = CATEGORY
     FUNCTION = "encode"
     RETURN_TYPES = ("LATENT",)
@@ -83,16 +83,24 @@ class LayerDiffuseRGBAVAEEncode:
                                                "alone as an opaque picture (a reference image without alpha)."}),
                 "vae": ("VAE", {"tooltip": "An RGBA VAE (Layer Diffuse Load RGBA VAE)."}),
             },
-            "optional": {"mask": ("MASK", {"tooltip": "Transparency for an RGB image, as Load Image gives it: 1 where "
-                                                      "transparent. Overrides the image's own alpha."})},
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Transparency for an RGB image, as Load Image gives it: 1 where "
+                                             "transparent. Overrides the image's own alpha."}),
+                "masked_alpha": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "The alpha encoded where the mask is 1 (without a mask: where the image is fully "
+                               "transparent); alpha = 1 - mask x (1 - masked_alpha). 0 encodes the transparency as "
+                               "it is. flux2-klein-alpha's Remove LoRA was trained with 0.5: the photo at alpha 0.5 "
+                               "over the object to erase."}),
+            },
         }
 
-    def encode(self, image, vae, mask=None):
+    def encode(self, image, vae, mask=None, masked_alpha=0.0):
         if mask is None and image.shape[-1] == 3:  # an opaque picture
             rgb, alpha = image, torch.ones_like(image[..., :1])
         else:
             rgb, alpha = split_alpha(image, mask)
-        return ({"samples": host_rgba_vae.encode_rgba(vae, rgb, alpha)},)
+        return ({"samples": host_rgba_vae.encode_rgba(vae, rgb, lift_alpha(alpha, masked_alpha))},)
 
 
 class LayerDiffuseApplyRGBAVAELoRA:
@@ -120,7 +128,9 @@ class LayerDiffuseApplyRGBAVAELoRA:
                                "RGBA, given the picture and a background plate (the same picture without it) as "
                                "reference images encoded with Layer Diffuse RGBA VAE Encode; its authors use the "
                                "prompt 'Foreground', CFG 4, 6 steps. flux2_klein_alpha_remove_9b (Klein Base 9B): "
-                               "erase an object and fill in the background. Published files download into "
+                               "erase an object and fill in the background, given the photo as the reference "
+                               "image encoded at alpha 0.5 over the object (masked_alpha); its authors use 30 "
+                               "steps, CFG 4. Published files download into "
                                "models/layer_model when missing (also found in models/loras); other files of "
                                "models/loras are listed too. Licences: AlphaVAE's none stated, Extract-4B Apache-2.0, "
                                "the 9B ones FLUX Non-Commercial."}),

@@ -215,6 +215,30 @@ def test_encode_node_takes_rgba_or_rgb_with_mask_or_opaque_rgb(vaes):
     torch.testing.assert_close(opaque["samples"], explicit["samples"])
 
 
+def test_encode_node_gives_the_masked_area_the_alpha_asked_for(vaes):
+    """flux2-klein-alpha's Remove reference: the photo at alpha 0.5 inside the mask, opaque outside; a soft mask
+    edge in between (alpha = 1 - mask x (1 - masked_alpha)), and 0 leaves the mask's transparency as it was."""
+    vae = vaes[("flux2", "host")]
+    rgb = torch.rand(1, 32, 48, 3, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(1, 32, 48)
+    mask[:, 8:24, 16:32], mask[:, 8:24, 32:40] = 1.0, 0.5  # the object, and a soft edge beside it
+    expected_alpha = torch.ones(1, 32, 48, 1)
+    expected_alpha[:, 8:24, 16:32], expected_alpha[:, 8:24, 32:40] = 0.5, 0.75
+    with torch.inference_mode():
+        (half,) = Encode().encode(rgb, vae, mask=mask, masked_alpha=0.5)
+        (default,) = Encode().encode(rgb, vae, mask=mask)
+        (opaque,) = Encode().encode(rgb, vae, mask=mask, masked_alpha=1.0)
+        expected = host_rgba_vae.encode_rgba(vae, rgb, expected_alpha)
+        transparent = host_rgba_vae.encode_rgba(vae, rgb, 1.0 - mask.unsqueeze(-1))
+        (unmasked,) = Encode().encode(rgb, vae)
+    torch.testing.assert_close(half["samples"], expected)
+    assert torch.equal(default["samples"], transparent), "the default encodes the mask's transparency as before"
+    torch.testing.assert_close(opaque["samples"], unmasked["samples"])
+    assert float((half["samples"] - default["samples"]).abs().max()) > 1e-2  # alpha is an input of the VAE
+    with pytest.raises(ValueError, match="masked_alpha is an alpha value from 0 to 1, got 1.5"):
+        Encode().encode(rgb, vae, mask=mask, masked_alpha=1.5)
+
+
 def test_decode_node_takes_the_hosts_qwen_image_layered_vae():
     """The host's own 4-channel Wan VAE (Qwen-Image-Layered's, in core since 0.3.76): the decoded frames become
     batch entries exactly as the host's VAE Decode gives them, with the MASK beside them."""

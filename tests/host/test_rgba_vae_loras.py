@@ -93,6 +93,17 @@ def test_the_reduced_klein_is_detected_as_flux2_klein_4b(klein, fixture_cache):
                                file.get_tensor(f"{module}.weight"))
 
 
+@KLEIN_HOSTS
+def test_the_reduced_klein_9b_is_detected_as_flux2_klein_9b(fixture_cache):
+    """The Remove workflow's test model: Klein 9B's widths read from the file (32 heads, Qwen3-8B's 3 x 4096)."""
+    path = klein_models.reduced_klein_file(fixture_cache, klein_models.KLEIN_9B)
+    klein_9b = comfy.sd.load_diffusion_model(str(path), model_options=BF16)
+    assert type(klein_9b.model) is comfy.model_base.Flux2
+    config = klein_9b.model.model_config.unet_config
+    assert (config["hidden_size"], config["num_heads"], config["context_in_dim"]) == (4096, 32, 12288)
+    assert (config["depth"], config["depth_single_blocks"], config["guidance_embed"]) == (1, 1, False)
+
+
 def test_alphavae_lora_every_key_through_the_host_loader_and_the_node(flux, layer_folder, lora_folder):
     state = alphavae_lora()
     assert len(state) == 2 * (12 + 3)  # 12 modules per double block, the 3 attention inputs per single block
