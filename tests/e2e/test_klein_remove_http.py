@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
-from support import fixtures, klein_models, rgba_vaes
+from support import fixtures, graphs, klein_models, rgba_vaes
 from support.klein_models import KLEIN_9B
 from support.servers import FLUX_TEST_NODES, new_base_dir, start_server
 
@@ -71,21 +71,12 @@ def remove_server(tmp_path_factory, fixture_cache):
 
 def _shrunk(**settings) -> dict:
     """The shipped graph with Qwen3-8B's conditioning from the test node, two steps; `settings` by node type."""
-    graph = client.load_workflow(WORKFLOW)
-    for node_id, node in list(graph.items()):
-        kind = node["class_type"]
-        if kind == "CLIPLoader":
-            del graph[node_id]
-        elif kind == "CLIPTextEncode":
-            node = graph[node_id] = {"class_type": "LayerSketchTestFluxConditioning", "inputs": {
-                "seed": int(node_id), "tokens": 8, "features": KLEIN_9B.context, "pooled": False}}
-        elif kind == "KSampler":
-            node["inputs"].update(steps=2)
-        node["inputs"].update(settings.get(kind, {}))
-    return graph
+    conditioning = {"tokens": 8, "features": KLEIN_9B.context, "pooled": False}
+    return graphs.shrunk(WORKFLOW, conditioning, {"KSampler": {"steps": 2}}, settings)
 
 
 def _removed(remove_server, graph: dict) -> np.ndarray:
+    """The one PNG the graph saved: the photo, opaque (http_outputs.rgba_png reads transparent ones)."""
     server, base = remove_server
     result = client.run(server.url, graph, timeout=900)
     assert result.ok, json.dumps(result.error, indent=1)
