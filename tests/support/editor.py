@@ -235,6 +235,34 @@ def click(locator) -> None:
     locator.click(no_wait_after=True, timeout=BUSY_MS)
 
 
+CARDS = "[data-testid^='template-workflow-']"
+
+
+def _card_name(card) -> str:
+    return card.get_attribute("data-testid").removeprefix("template-workflow-")
+
+
+def _card(editor: Editor, name: str):
+    return editor.page.locator(f"[data-testid='template-workflow-{name}']")
+
+
+def _shown_cards(editor: Editor) -> Iterator:
+    """Each card of the open template browser once, scrolling down as it goes: the browser draws only the cards
+    near the view (with more workflows than fit, the rest are not in the page until scrolled to)."""
+    seen: set[str] = set()
+    while True:
+        fresh = [card for card in editor.page.locator(CARDS).all() if _card_name(card) not in seen]
+        if not fresh:
+            return
+        for name in [_card_name(card) for card in fresh]:
+            if name not in seen:
+                seen.add(name)
+                card = _card(editor, name)
+                card.scroll_into_view_if_needed()
+                yield card
+        settle(editor)
+
+
 def pack_templates(editor: Editor) -> list[str]:
     """Open the template browser on the pack's section; the names of the cards shown."""
     page = editor.page
@@ -244,22 +272,19 @@ def pack_templates(editor: Editor) -> list[str]:
     click(dialog.get_by_text(PACK_FOLDER, exact=True).first)
     page.wait_for_function(script("pack_cards_shown"), arg=PACK_WORKFLOWS, timeout=BUSY_MS)
     settle(editor)
-    cards = dialog.locator("[data-testid^='template-workflow-']")
-    return [card.get_attribute("data-testid").removeprefix("template-workflow-") for card in cards.all()]
+    return [_card_name(card) for card in _shown_cards(editor)]
 
 
 def template_pictures(editor: Editor) -> dict[str, int]:
     """{workflow: natural width of its card's picture (0: not loaded)} in the open template browser; each
     card scrolled into view in turn, as the cards load their pictures only when seen."""
     widths = {}
-    for card in editor.page.locator("[data-testid^='template-workflow-']").all():
-        name = card.get_attribute("data-testid").removeprefix("template-workflow-")
-        card.scroll_into_view_if_needed()
+    for card in _shown_cards(editor):
         with contextlib.suppress(PlaywrightTimeout):
             card.locator("img").first.wait_for(timeout=10_000)
             card.evaluate("card => new Promise(done => { const img = card.querySelector('img');"
                           " if (img.complete) done(); else { img.onload = img.onerror = done; } })")
-        widths[name] = card.evaluate("card => card.querySelector('img')?.naturalWidth ?? 0")
+        widths[_card_name(card)] = card.evaluate("card => card.querySelector('img')?.naturalWidth ?? 0")
     return widths
 
 
@@ -267,7 +292,7 @@ def load_template(editor: Editor, name: str) -> None:
     """Load one of the pack's workflows from the template browser, as a user does."""
     page = editor.page
     pack_templates(editor)
-    click(page.locator(f"[data-testid='template-workflow-{name}']"))
+    click(_card(editor, name))
     wait_for_workflow(editor, name)  # the editor closes the browser once the workflow is loaded
     page.locator(editor.ui.dialog).first.wait_for(state="detached", timeout=BUSY_MS)
     settle(editor)
