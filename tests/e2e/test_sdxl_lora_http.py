@@ -12,7 +12,6 @@ path runs. Graphs shrink to 64 px and two training steps; the server runs alone,
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -87,11 +86,7 @@ def trained_lora(sdxl_server, tmp_path_factory) -> Path:
     # Shown with `pytest -s`: what the reduced SDXL costs to train here.
     print(f"\nSDXL (Segmind Vega) LoRA training graph: {time.perf_counter() - start:.1f} s for {TRAINING['steps']} "
           f"steps, server peak {_peak_resident_gb(server):.1f} GB resident")
-    [saved] = (base / "output" / "loras").glob("e2e_sdxl_*.safetensors")
-    target = base / "models" / "loras" / LORA_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(saved, target)
-    return target
+    return http_outputs.install_saved_lora(base, "e2e_sdxl_*.safetensors", LORA_NAME)
 
 
 def _sampled_rgba(sdxl_server, seed: int, strength: float) -> np.ndarray:

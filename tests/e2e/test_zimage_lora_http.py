@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +87,7 @@ def trained_lora(zimage_server, tmp_path_factory) -> Path:
     assert result.ok, json.dumps(result.error, indent=1)
     report = json.dumps(result.outputs)
     assert f"{IMAGES} latents with" in report, report
-    [saved] = (base / "output" / "loras").glob("e2e_zimage_*.safetensors")
-    target = base / "models" / "loras" / "zimage_transparent.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(saved, target)
-    return target
+    return http_outputs.install_saved_lora(base, "e2e_zimage_*.safetensors", "zimage_transparent.safetensors")
 
 
 def _sampled_rgba(zimage_server, seed: int, strength: float) -> np.ndarray:

@@ -4,6 +4,7 @@ host's loader took was applied key for key."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,13 @@ def assert_lora_fully_applied(server_log: Path, lora: Path, blocks: tuple[str, .
     for block in blocks:
         assert any(block in key for key in keys), f"the LoRA trains {block}*: {keys[:8]}"
     return keys
+
+
+def install_saved_lora(base: Path, pattern: str, name: str) -> Path:
+    """Move the one LoRA Save LoRA wrote (output/loras/`pattern`) into models/loras as `name`, as a user does
+    before the use graph loads it."""
+    [saved] = (base / "output" / "loras").glob(pattern)
+    target = base / "models" / "loras" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(saved, target)
+    return target
