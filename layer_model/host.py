@@ -133,8 +133,17 @@ def trained_codec_named(name: str) -> Codec:
     return Codec.trained(name, path, info)
 
 
-def _chosen(codec: str) -> Codec | None:
-    """None for 'published' (the family's first set, chosen later from the latents in use), else the named codec."""
+# (family, weight set) on a MODEL clone patched with a published set other than a family's first (the SDXL
+# diffusers set): the latents it makes need that set's codec, which 'published' then means.
+WEIGHT_SET_OPTION = "layer_sketch_weight_set"
+
+
+def _chosen(codec: str, model=None) -> Codec | None:
+    """None for 'published' (the family's first set, chosen later from the latents in use) unless the MODEL carries
+    another published set's weights, then that set's codec; else the named codec."""
+    weight_set = model.model_options.get(WEIGHT_SET_OPTION) if model is not None else None
+    if codec == PUBLISHED and weight_set:
+        return Codec.published(*weight_set)
     if codec == PUBLISHED:
         return None
     if codec in PUBLISHED_SETS:
@@ -176,7 +185,7 @@ def decode_codec(codec: str, sd_version: str, model, latent: torch.Tensor, rgb: 
     that can be made before a weight loads: the codec against the MODEL, sd_version and the latent's shape, the
     latent against the image."""
     check_latent_frames(latent.shape)
-    trained = _chosen(codec)
+    trained = _chosen(codec, model)
     space, name = _model_in_use(model, trained, sd_version)
     chosen = choose_codec(trained, sd_version, space, name, lambda: latent_candidates(latent.shape), latent.shape)
     if chosen.base:
@@ -188,7 +197,7 @@ def decode_codec(codec: str, sd_version: str, model, latent: torch.Tensor, rgb: 
 
 def encode_codec(codec: str, sd_version: str, model, vae) -> Codec:
     """The codec that encodes for `vae`, checked against the MODEL, sd_version and the VAE before a weight loads."""
-    trained = _chosen(codec)
+    trained = _chosen(codec, model)
     space, name = _model_in_use(model, trained, sd_version)
     # A trained codec needs a VAE of its space (other VAEs are refused naming the spaces); the published choice
     # reads the VAE only for 'auto' without a MODEL, and check_vae then says what it needs.

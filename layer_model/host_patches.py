@@ -107,6 +107,9 @@ def apply_weight_deltas(model: ModelPatcher, mode: LayerMode, strength: float, c
         raise ValueError(f"{path} expects {expected} concatenated condition channels but '{mode.name}' gives "
                          f"{condition_channels}: the file under that name is not the published one.")
     patched = model.clone()
+    weight_set = weights.REGISTRY[mode.file].weight_set
+    if weight_set:  # Decode/Encode's 'published' codec follows the set of the weights the model carries
+        patched.model_options[host.WEIGHT_SET_OPTION] = (mode.base, weight_set)
     if (start_percent, end_percent) == (0.0, 1.0):
         applied = patched.add_patches({key: _host_patch(key, delta) for key, delta in deltas.items()}, strength)
         if len(applied) != len(deltas):  # never a silent partial patch

@@ -136,3 +136,23 @@ def test_encode_scales_the_set_offset_by_300(set_codecs):
     assert (with_v1["samples"] - mean).abs().max() > 1e-4
     with pytest.raises(ValueError, match="sd_version is SD1.5"):
         Encode().encode(image, vae, "SD1.5", codec=CODEC)
+
+
+def test_published_follows_the_set_the_connected_model_carries(attn_folder, set_codecs, fixture_cache, narrow_sdxl):
+    """Decode and Encode given the MODEL patched with the set: 'published' means the set's codec, as chosen by
+    name; on the unpatched MODEL it means v1's (here another random decoder, so that the two differ)."""
+    shutil.copy(fixtures.decoder_file(fixture_cache, seed=1), set_codecs / "vae_transparent_decoder.safetensors")
+    shutil.copy(set_codecs / ENCODER, set_codecs / "vae_transparent_encoder.safetensors")
+    (patched,) = Apply().apply(narrow_sdxl, MODE, 1.0)
+    generator = torch.Generator().manual_seed(2)
+    samples = {"samples": torch.randn(1, 4, 8, 8, generator=generator)}
+    images = torch.rand(1, 64, 64, 3, generator=generator)
+    followed, _, _ = Decode().decode(samples, images, "auto", "1", 8, model=patched)
+    named, _, _ = Decode().decode(samples, images, "auto", "1", 8, model=narrow_sdxl, codec=CODEC)
+    v1, _, _ = Decode().decode(samples, images, "auto", "1", 8, model=narrow_sdxl)
+    torch.testing.assert_close(followed, named)
+    assert (followed[..., 3] - v1[..., 3]).abs().max() > 1e-3, "the unpatched MODEL keeps v1's codec"
+    vae, image = small_vae(), torch.rand(1, 64, 64, 4, generator=generator)
+    (encoded,) = Encode().encode(image, vae, "auto", model=patched)
+    (by_name,) = Encode().encode(image, vae, "auto", model=narrow_sdxl, codec=CODEC)
+    torch.testing.assert_close(encoded["samples"], by_name["samples"])
