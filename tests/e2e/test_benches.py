@@ -29,6 +29,8 @@ SMALLEST = {
                     rf"guided step \d+\.\d{{3}} s \({NUMBER}x\)", 1),
     "patches.py": (["--smoke", "--size", "64", "--steps", "2", "--repeats", "1"],
                    rf"^\S.*? +[13] +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}$", 6),
+    "rgba_vae.py": (["--sizes", "64", "--repeats", "1"],
+                    rf"^\S.*? +64 +{NUMBER} +-?\d+ +{NUMBER} +-?\d+ +{NUMBER}$", 2),  # each RGBA VAE against RGB
     "train_ddp.py": (["--size", "64", "--images", "2", "--batch", "2", "--steps", "2", "--rounds", "1"],
                      rf"2 vs 1: {NUMBER}x", 1),
 }
