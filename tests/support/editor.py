@@ -263,6 +263,24 @@ def _shown_cards(editor: Editor) -> Iterator:
         settle(editor)
 
 
+def _scroll_cards_to_top(editor: Editor) -> None:
+    """Scroll the template browser's card list back to its start (drawing the first cards again)."""
+    editor.page.locator(CARDS).first.evaluate(
+        "card => { let box = card.parentElement; while (box && !(box.scrollHeight > box.clientHeight"
+        " && /(auto|scroll)/.test(getComputedStyle(box).overflowY))) box = box.parentElement;"
+        " if (box) box.scrollTop = 0; }")
+    settle(editor)
+
+
+def _find_card(editor: Editor, name: str):
+    """The card of workflow `name` in the open template browser, scrolled into view."""
+    _scroll_cards_to_top(editor)
+    for card in _shown_cards(editor):
+        if _card_name(card) == name:
+            return card
+    raise AssertionError(f"the template browser shows no card for {name}")
+
+
 def pack_templates(editor: Editor) -> list[str]:
     """Open the template browser on the pack's section; the names of the cards shown."""
     page = editor.page
@@ -292,16 +310,21 @@ def load_template(editor: Editor, name: str) -> None:
     """Load one of the pack's workflows from the template browser, as a user does."""
     page = editor.page
     pack_templates(editor)
-    click(_card(editor, name))
-    wait_for_workflow(editor, name)  # the editor closes the browser once the workflow is loaded
+    click(_find_card(editor, name))
+    try:
+        wait_for_workflow(editor, name, timeout_ms=60_000)
+    except PlaywrightTimeout:  # a click while the card list was still redrawing after the scroll went nowhere
+        pack_templates(editor)
+        click(_find_card(editor, name))
+        wait_for_workflow(editor, name)
+    # the editor closes the browser once the workflow is loaded
     page.locator(editor.ui.dialog).first.wait_for(state="detached", timeout=BUSY_MS)
     settle(editor)
 
 
-def wait_for_workflow(editor: Editor, name: str) -> None:
+def wait_for_workflow(editor: Editor, name: str, timeout_ms: int = BUSY_MS) -> None:
     """Wait until workflow `name` is the open one (its tab, "name (2)" when one of that name is open)."""
-    editor.page.wait_for_function(script("workflow_is_open"),
-                                  arg=name, timeout=BUSY_MS)
+    editor.page.wait_for_function(script("workflow_is_open"), arg=name, timeout=timeout_ms)
     settle(editor)
 
 
