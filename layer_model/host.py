@@ -141,11 +141,9 @@ WEIGHT_SET_OPTION = "layer_sketch_weight_set"
 def _chosen(codec: str, model=None) -> Codec | None:
     """None for 'published' (the family's first set, chosen later from the latents in use) unless the MODEL carries
     another published set's weights, then that set's codec; else the named codec."""
-    weight_set = model.model_options.get(WEIGHT_SET_OPTION) if model is not None else None
-    if codec == PUBLISHED and weight_set:
-        return Codec.published(*weight_set)
     if codec == PUBLISHED:
-        return None
+        carried = model.model_options.get(WEIGHT_SET_OPTION) if model is not None else None
+        return Codec.published(*carried) if carried else None
     if codec in PUBLISHED_SETS:
         return Codec.published(*PUBLISHED_SETS[codec])
     return trained_codec_named(codec)
