@@ -48,7 +48,7 @@ def _shrunk(name: str, **settings) -> dict:
 
 def _rgba_png(flux_server, graph: dict) -> np.ndarray:
     server, base, _ = flux_server
-    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, preview=True)
+    return http_outputs.saved_png(server.url, base / "output", graph, SIZE, preview=True)
 
 
 def test_shipped_flux_workflow_writes_a_transparent_png(flux_server):

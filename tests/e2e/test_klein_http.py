@@ -68,7 +68,7 @@ def _shrunk(**settings) -> dict:
 
 def _extracted(klein_server, graph: dict) -> np.ndarray:
     server, base = klein_server
-    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, preview=True)
+    return http_outputs.saved_png(server.url, base / "output", graph, SIZE, preview=True)
 
 
 def test_shipped_extract_workflow_writes_a_transparent_png(klein_server):

@@ -9,14 +9,13 @@ reads Klein's files from 0.30.0 on (0.3.75 takes every FLUX.2 file for FLUX.2-de
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from comfyui_layer_sketch import queue_workflow as client
 from PIL import Image
-from support import fixtures, graphs, klein_models, rgba_vaes
+from support import fixtures, graphs, http_outputs, klein_models, rgba_vaes
 from support.klein_models import KLEIN_9B
 from support.servers import FLUX_TEST_NODES, new_base_dir, start_server
 
@@ -76,14 +75,9 @@ def _shrunk(**settings) -> dict:
 
 
 def _removed(remove_server, graph: dict) -> np.ndarray:
-    """The one PNG the graph saved: the photo, opaque (http_outputs.rgba_png reads transparent ones)."""
+    """The one PNG the graph saved: the photo at its size, colour only."""
     server, base = remove_server
-    result = client.run(server.url, graph, timeout=900)
-    assert result.ok, json.dumps(result.error, indent=1)
-    [png] = client.output_paths(result, base / "output")
-    image = Image.open(png)
-    assert image.mode == "RGB" and image.size == (SIZE, SIZE), "the photo's size, colour only"
-    return np.asarray(image).astype(int)
+    return http_outputs.saved_png(server.url, base / "output", graph, SIZE, mode="RGB")
 
 
 def test_shipped_remove_workflow_writes_the_photo_and_the_lora_acts(remove_server):

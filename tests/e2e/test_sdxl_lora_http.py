@@ -93,7 +93,7 @@ def _sampled_rgba(sdxl_server, seed: int, strength: float) -> np.ndarray:
     server, base = sdxl_server
     graph = _shrunk("sdxl_finetune_transparent.json", KSampler={"seed": seed},
                     LoraLoaderModelOnly={"strength_model": strength})
-    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, timeout=600).astype(np.float32)
+    return http_outputs.saved_png(server.url, base / "output", graph, SIZE, timeout=600).astype(np.float32)
 
 
 def test_the_use_graph_writes_rgba_and_the_lora_changes_it(sdxl_server, trained_lora):

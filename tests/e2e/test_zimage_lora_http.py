@@ -94,7 +94,7 @@ def _sampled_rgba(zimage_server, seed: int, strength: float) -> np.ndarray:
     server, base = zimage_server
     graph = _shrunk("zimage_transparent.json", KSampler={"seed": seed},
                     LoraLoaderModelOnly={"strength_model": strength})
-    return http_outputs.rgba_png(server.url, base / "output", graph, SIZE, timeout=900).astype(np.float32)
+    return http_outputs.saved_png(server.url, base / "output", graph, SIZE, timeout=900).astype(np.float32)
 
 
 def test_the_use_graph_writes_rgba_and_the_lora_changes_it(zimage_server, trained_lora):

@@ -1,4 +1,4 @@
-"""What the HTTP tests read back from a server after a prompt: the RGBA PNG a graph saved, and whether a LoRA the
+"""What the HTTP tests read back from a server after a prompt: the PNG a graph saved, and whether a LoRA the
 host's loader took was applied key for key."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from PIL import Image
 from safetensors import safe_open
 
 
-def rgba_png(url: str, output_dir: Path, graph: dict, size: int | tuple[int, int], preview: bool = False,
-             timeout: float = 900) -> np.ndarray:
-    """Run `graph`; the one PNG it saved, RGBA at `size` (a side or (width, height)), as ints. With `preview`, the
-    checkerboard preview must be shown in the UI too."""
+def saved_png(url: str, output_dir: Path, graph: dict, size: int | tuple[int, int], preview: bool = False,
+              timeout: float = 900, mode: str = "RGBA") -> np.ndarray:
+    """Run `graph`; the one PNG it saved, in `mode` (RGBA unless said) at `size` (a side or (width, height)), as
+    ints. With `preview`, the checkerboard preview must be shown in the UI too."""
     result = client.run(url, graph, timeout=timeout)
     assert result.ok, json.dumps(result.error, indent=1)
     [png] = client.output_paths(result, output_dir)
     image = Image.open(png)
     expected = (size, size) if isinstance(size, int) else size
-    assert image.mode == "RGBA" and image.size == expected, f"{png.name}: {image.mode} {image.size}"
+    assert image.mode == mode and image.size == expected, f"{png.name}: {image.mode} {image.size}"
     if preview:
         assert [i for i in result.images() if i["type"] == "temp"], "the checkerboard preview is shown in the UI"
     return np.asarray(image).astype(int)
