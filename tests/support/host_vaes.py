@@ -19,6 +19,7 @@ from comfy.ldm.wan.vae import WanVAE
 from . import fixtures
 from .flux_models import AE_CONFIG, ae_state, flux_vae_file
 from .host_models import randomize
+from .passthrough_vae import passthrough_ae_state
 
 WAN_DIM = 16  # Wan 2.1 and Qwen-Image ship 96
 
@@ -53,6 +54,15 @@ def flux2_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
+def passthrough_flux2_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The FLUX.2 VAE's layout, passing its input through (support/passthrough_vae.py); quant convs identity."""
+    state = flux2_vae_state(seed)
+    state.update(passthrough_ae_state(32, seed))
+    state["encoder.quant_conv.weight"] = torch.eye(64)[:, :, None, None]
+    state["decoder.post_quant_conv.weight"] = torch.eye(32)[:, :, None, None]
+    return state
+
+
 def wan21_vae_state(seed: int = 0, dim: int = WAN_DIM) -> dict[str, torch.Tensor]:
     """The Wan 2.1 VAE of Qwen-Image and Wan 2.1 (16 channels at 1/8, one latent frame per image), `dim` wide."""
     model = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
@@ -76,6 +86,9 @@ FILES: dict[str, Callable[[Path], Path]] = {  # kind -> the cached file
     "sd": lambda cache: _cached(cache, "random_sd_vae.safetensors", sd_vae_state),
     "ae": flux_vae_file,  # FLUX.1's ae.safetensors; the SD3 VAE has the same layout
     "flux2": lambda cache: _cached(cache, "random_flux2_vae.safetensors", flux2_vae_state),
+    "ae_passthrough": lambda cache: _cached(cache, "passthrough_ae.safetensors", passthrough_ae_state),
+    "flux2_passthrough": lambda cache: _cached(cache, "passthrough_flux2_vae.safetensors",
+                                               passthrough_flux2_vae_state),
     "wan21": lambda cache: _cached(cache, f"random_wan21_vae_d{WAN_DIM}.safetensors", wan21_vae_state),
 }
 
