@@ -3,7 +3,8 @@
 Each is loaded as Load VAE loads a file (`comfy.sd.VAE(sd=...)`, under the inference mode nodes run in), so the
 host itself decides what it is. The SD-family autoencoders keep their full width: the host reads their layout
 from fixed settings, not from the file (84 M parameters, kept in bf16). The Wan 2.1 VAE, whose width the host
-reads from the file, is narrowed.
+reads from the file, is narrowed. The `*_passthrough` kinds keep the `ae` and FLUX.2 layouts with weights that give
+back what was encoded (support/passthrough_vae.py).
 """
 
 from __future__ import annotations
