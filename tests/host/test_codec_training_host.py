@@ -20,6 +20,7 @@ from __future__ import annotations
 import pytest
 import torch
 from comfyui_layer_sketch.layer_model import host_vae, trained_codec
+from comfyui_layer_sketch.layer_model.alpha import composite_on_grey
 from comfyui_layer_sketch.layer_model.codec_training import CodecTrainConfig, psnr
 from comfyui_layer_sketch.layer_model.rgba_dataset import RGBAFolder
 from comfyui_layer_sketch.layer_model.train_codec import train_codec
@@ -56,7 +57,7 @@ def test_the_passthrough_vaes_give_back_what_they_encoded(fixture_cache, kind, l
     vae = host_vaes.host_vae(fixture_cache, kind)
     frozen = host_vae.HostVAE(vae, host_vae.place_vae(vae, latent_format))
     rgba = random_rgba(4, SIDE, torch.Generator().manual_seed(3))
-    rgb = rgba[:, :3] * rgba[:, 3:] + 0.5 * (1 - rgba[:, 3:])
+    rgb = composite_on_grey(rgba[:, :3], rgba[:, 3:])
     with torch.no_grad():
         mean, _ = frozen.posterior(rgb)
         decoded = frozen.decode(mean)

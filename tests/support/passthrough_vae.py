@@ -89,7 +89,8 @@ def _linear_norm_out(norm: torch.nn.GroupNorm) -> None:
 
 
 def _read_colour(conv: torch.nn.Conv2d, mix: torch.Tensor) -> None:
-    """conv_out: the latent (mean, then log-variance if doubled) from the +colour channels, less the shift."""
+    """conv_out: `mix` [out, 3] of the +colour channels, less the shift (the encoder's latent mean, then its
+    log-variance if doubled; the decoder's RGB)."""
     conv.weight.zero_()
     z_channels = mix.shape[0]
     for colour, (plus, _) in enumerate(COLOUR_CHANNELS):
@@ -127,10 +128,7 @@ def passthrough_ae_state(z_channels: int = 16, seed: int = 0) -> dict[str, torch
         _read_colour(encoder.conv_out, mix)
         _write_colour(decoder.conv_in, torch.linalg.pinv(mix), from_colours=False)
         _add_constants(decoder.up[0].block[-1])
-        decoder.conv_out.weight.zero_()
-        decoder.conv_out.bias.fill_(-SHIFT)
-        for colour, (plus, _) in enumerate(COLOUR_CHANNELS):
-            decoder.conv_out.weight[colour, plus, 1, 1] = 1.0
+        _read_colour(decoder.conv_out, torch.eye(3))  # RGB out: the identity mix
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     state.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
     return state
