@@ -146,7 +146,8 @@ def run_unit_tests_without_host() -> int:
 def _run_host_stage(host: hostenv.Host) -> int:
     """One host's CI selection. On CI (CI=true) the host's environment is removed afterwards: a clean clone
     never reuses it, and three hosts' CUDA-enabled torch (about 7 GB each) at once can fill the disk."""
-    code = run_tests(host, marker_selection(host, host.ci))
+    # the slowest tests in the log: the stages share CI's time limit
+    code = run_tests(host, [*marker_selection(host, host.ci), "--durations=25"])
     if os.environ.get("CI") == "true":
         hostenv.remove_host(host)
     return code

@@ -113,9 +113,11 @@ def snapshots_of_outputs(modules: list[nn.Module]) -> Iterator[None]:
             watched.add(output.untyped_storage().data_ptr())
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
+        # Detached: a saved tensor that kept its grad_fn would reference its own graph from inside it, a
+        # cycle that Python's garbage collector cannot see, and every guided call's graph would stay in memory.
         if tensor.untyped_storage().data_ptr() in watched:
-            return tensor.clone()
-        return tensor
+            return tensor.detach().clone()
+        return tensor.detach()
 
     handles = [module.register_forward_hook(remember) for module in modules]
     try:

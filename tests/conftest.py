@@ -10,6 +10,9 @@ the venvs' .pth (devtools/hostenv.py) makes the pack importable as `comfyui_laye
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 from pathlib import Path
 
 import hostimport
@@ -27,3 +30,22 @@ def fixture_cache() -> Path:
     from support.fixtures import cache_dir
 
     return cache_dir()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_host_memory():
+    """After each test module: the host's loaded models unloaded and freed memory handed back to the system.
+
+    The in-process host keeps what a module loaded (its model list, the allocator's free pages); over a whole
+    host stage on a CPU that grew past what a 24 GB CI machine holds beside the session's server.
+    """
+    yield
+    if "comfy.model_management" not in sys.modules:
+        return
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed pages of big tensors otherwise

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from host_server import ComfyServer
-from support.servers import sd15_setup, start_server
+from support.servers import pause_others, sd15_setup, start_server
+
+HERE = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -30,11 +32,26 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory, fixture_cache) -> LiveServer:
+def session_server(tmp_path_factory, fixture_cache) -> LiveServer:
     base, layer_folder = sd15_setup(tmp_path_factory.mktemp, fixture_cache)
     server = start_server(base, layer_folder)
     yield LiveServer(server.url, base, layer_folder, server)
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(session_server) -> LiveServer:
+    """The session's SD1.5 server, started again (same port) if it was stopped when the tests left tests/e2e."""
+    if not session_server.server.alive():
+        session_server.server.start()
+    return session_server
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Leaving tests/e2e: this session's servers stop, so that the in-process host tests that follow have
+    the machine's memory (a CPU server keeps its freed models resident)."""
+    if nextitem is None or HERE not in Path(nextitem.path).parents:
+        pause_others()
 
 
 @pytest.fixture(scope="module")
