@@ -54,11 +54,11 @@ def disc_mask(size: int) -> np.ndarray:
     return (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.3 * size) ** 2).astype(np.float32)
 
 
-def write_discs(folder: Path, count: int, size: int, caption: str) -> Path:
-    """`count` transparent PNGs of the same centred disc in different colours, each captioned `caption`: a
-    training set whose alpha is one known mask."""
+def write_discs(folder: Path, count: int, size: int, caption: str, brightest: int = 255) -> Path:
+    """`count` transparent PNGs of the same centred disc in different colours (channels up to `brightest`), each
+    captioned `caption`: a training set whose alpha is one known mask."""
     folder.mkdir(parents=True)
-    colours = np.random.default_rng(0).integers(0, 256, (count, 3))
+    colours = np.random.default_rng(0).integers(0, brightest + 1, (count, 3))
     for index, colour in enumerate(colours):
         rgba = np.zeros((size, size, 4), np.uint8)
         rgba[..., :3], rgba[..., 3] = colour, disc_mask(size) * 255

@@ -20,7 +20,10 @@ import torch
 from . import fixtures
 
 DIM, CAPTION_FEATURES, CLIP_L_FEATURES, LATENT_CHANNELS = 3840, 2560, 768, 16
-REDUCED_ZIMAGE = "random_zimage_turbo_l1_clip_l.safetensors"
+REDUCED_ZIMAGE = "random_zimage_turbo_l1_clip_l_out2e-3.safetensors"
+# A zero output layer (as DiT-family models start) would give every LoRA upstream of it a zero gradient; a small
+# random one keeps the base's samples at about their starting noise while training reaches every layer.
+OUTPUT_STD = 0.002
 # As the host's model detection reads a Z-Image file (dim 3840), with the file's layer count.
 ZIMAGE_CONFIG = {"patch_size": 2, "in_channels": LATENT_CHANNELS, "dim": DIM, "cap_feat_dim": CAPTION_FEATURES,
                  "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48],
@@ -30,8 +33,8 @@ ZIMAGE_CONFIG = {"patch_size": 2, "in_channels": LATENT_CHANNELS, "dim": DIM, "c
 
 def zimage_state(layers: int = 1, caption_features: int = CAPTION_FEATURES, seed: int = 0,
                  dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
-    """The Z-Image transformer's keys: norm scales 1, biases 0, the output layer 0 (as DiT-family models start,
-    predicting no velocity), other weights N(0, 0.02)."""
+    """The Z-Image transformer's keys: norm scales 1, biases 0, the output layer N(0, OUTPUT_STD), other weights
+    N(0, 0.02)."""
     config = dict(ZIMAGE_CONFIG, cap_feat_dim=caption_features)
     model = comfy.ldm.lumina.model.NextDiT(**config, n_layers=layers, device="meta",
                                            operations=comfy.ops.disable_weight_init)
@@ -42,10 +45,11 @@ def zimage_state(layers: int = 1, caption_features: int = CAPTION_FEATURES, seed
     for key, value in model.state_dict().items():
         if key in norms:
             state[key] = torch.ones(value.shape, dtype=dtype)
-        elif key.endswith(".bias") or key.startswith("final_layer.linear."):
+        elif key.endswith(".bias"):
             state[key] = torch.zeros(value.shape, dtype=dtype)
         else:
-            state[key] = (torch.randn(value.shape, generator=generator) * 0.02).to(dtype)
+            std = OUTPUT_STD if key.startswith("final_layer.linear.") else 0.02
+            state[key] = (torch.randn(value.shape, generator=generator) * std).to(dtype)
     return state
 
 
