@@ -51,7 +51,8 @@ def shapes(tmp_path_factory):
 
 
 @pytest.mark.newest_host  # where the passthrough runs are
-@pytest.mark.parametrize("kind, latent_format", [("ae_passthrough", "SD3"), ("flux2_passthrough", "Flux2")])
+@pytest.mark.parametrize("kind, latent_format", [("ae_passthrough", "SD3"), ("flux2_passthrough", "Flux2"),
+                                                 ("sd_passthrough", "SDXL")])
 def test_the_passthrough_vaes_give_back_what_they_encoded(fixture_cache, kind, latent_format):
     """The stand-ins hold only while the host's layers are as support/passthrough_vae.py reads them."""
     vae = host_vaes.host_vae(fixture_cache, kind)

@@ -3,7 +3,7 @@
 Each is loaded as Load VAE loads a file (`comfy.sd.VAE(sd=...)`, under the inference mode nodes run in), so the
 host itself decides what it is. The SD-family autoencoders keep their full width: the host reads their layout
 from fixed settings, not from the file (84 M parameters, kept in bf16). The Wan 2.1 VAE, whose width the host
-reads from the file, is narrowed. The `*_passthrough` kinds keep the `ae` and FLUX.2 layouts with weights that give
+reads from the file, is narrowed. The `*_passthrough` kinds keep the SD, `ae` and FLUX.2 layouts with weights that give
 back what was encoded (support/passthrough_vae.py).
 """
 
@@ -64,6 +64,15 @@ def passthrough_flux2_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
+def passthrough_sd_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The SD1.5/SDXL VAE's layout, passing its input through (support/passthrough_vae.py); quant convs identity."""
+    state = sd_vae_state(seed)
+    state.update(passthrough_ae_state(4, seed))
+    state["quant_conv.weight"] = torch.eye(8)[:, :, None, None]
+    state["post_quant_conv.weight"] = torch.eye(4)[:, :, None, None]
+    return state
+
+
 def wan21_vae_state(seed: int = 0, dim: int = WAN_DIM) -> dict[str, torch.Tensor]:
     """The Wan 2.1 VAE of Qwen-Image and Wan 2.1 (16 channels at 1/8, one latent frame per image), `dim` wide."""
     model = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
@@ -85,6 +94,7 @@ def _cached(cache: Path, name: str, make: Callable[[], dict[str, torch.Tensor]])
 
 FILES: dict[str, Callable[[Path], Path]] = {  # kind -> the cached file
     "sd": lambda cache: _cached(cache, "random_sd_vae.safetensors", sd_vae_state),
+    "sd_passthrough": lambda cache: _cached(cache, "passthrough_sd_vae.safetensors", passthrough_sd_vae_state),
     "ae": flux_vae_file,  # FLUX.1's ae.safetensors; the SD3 VAE has the same layout
     "flux2": lambda cache: _cached(cache, "random_flux2_vae.safetensors", flux2_vae_state),
     "ae_passthrough": lambda cache: _cached(cache, "passthrough_ae.safetensors", passthrough_ae_state),
