@@ -55,22 +55,25 @@ def flux2_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def passthrough_flux2_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The FLUX.2 VAE's layout, passing its input through (support/passthrough_vae.py); quant convs identity."""
-    state = flux2_vae_state(seed)
-    state.update(passthrough_ae_state(32, seed))
-    state["encoder.quant_conv.weight"] = torch.eye(64)[:, :, None, None]
-    state["decoder.post_quant_conv.weight"] = torch.eye(32)[:, :, None, None]
+def _passing_through(state: dict[str, torch.Tensor], z_channels: int, seed: int,
+                     quant_convs: dict[str, int]) -> dict[str, torch.Tensor]:
+    """`state` with its autoencoder passing its input through (support/passthrough_vae.py) and its quant convs
+    (key: channels) identity."""
+    state.update(passthrough_ae_state(z_channels, seed))
+    for key, channels in quant_convs.items():
+        state[key] = torch.eye(channels)[:, :, None, None]
     return state
+
+
+def passthrough_flux2_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """The FLUX.2 VAE's layout, passing its input through."""
+    return _passing_through(flux2_vae_state(seed), 32, seed,
+                            {"encoder.quant_conv.weight": 64, "decoder.post_quant_conv.weight": 32})
 
 
 def passthrough_sd_vae_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The SD1.5/SDXL VAE's layout, passing its input through (support/passthrough_vae.py); quant convs identity."""
-    state = sd_vae_state(seed)
-    state.update(passthrough_ae_state(4, seed))
-    state["quant_conv.weight"] = torch.eye(8)[:, :, None, None]
-    state["post_quant_conv.weight"] = torch.eye(4)[:, :, None, None]
-    return state
+    """The SD1.5/SDXL VAE's layout, passing its input through."""
+    return _passing_through(sd_vae_state(seed), 4, seed, {"quant_conv.weight": 8, "post_quant_conv.weight": 4})
 
 
 def wan21_vae_state(seed: int = 0, dim: int = WAN_DIM) -> dict[str, torch.Tensor]:
